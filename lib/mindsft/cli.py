@@ -1,0 +1,57 @@
+"""The `mindsft` command. Each subcommand lives beside the code it drives and
+registers itself through a `register(subparsers)` function; this module only
+collects them and turns `MindsftError` into one line and a non-zero exit."""
+
+import argparse
+import importlib
+import sys
+
+from mindsft.errors import MindsftError
+
+# subcommand modules, in the order `mindsft --help` lists them
+SUBCOMMAND_MODULES = [
+    "mindsft.convert.download",
+    "mindsft.tiny",
+    "mindsft.convert.cli",
+    "mindsft.data.cli",
+    "mindsft.train.cli",
+    "mindsft.models.cli",
+]
+
+
+def str2bool(value: str) -> bool:
+    """MindFormers' scripts take booleans as words: `--use_parallel True`."""
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mindsft", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside the module
+                raise
+            continue  # stage not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except MindsftError as exc:
+        print(f"mindsft {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
