@@ -1,0 +1,108 @@
+"""Batches from a qa MindRecord (`input_ids`, `labels`: int32, seq_length + 1 long)
+in a reproducible order: seeded per-epoch shuffle, rank sharding, and exact resume
+from a batch index."""
+
+from pathlib import Path
+
+import numpy as np
+from mindspore.mindrecord import FileReader
+
+from mindsft.errors import MindsftError
+
+COLUMNS = ("input_ids", "labels")
+
+
+def read_mindrecord(path) -> dict:
+    """All rows of a qa MindRecord as {"input_ids", "labels"}: int32 (rows, seq + 1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MindsftError(f"{path}: no such MindRecord file")
+    try:
+        reader = FileReader(str(path), num_consumer=1)
+    except (RuntimeError, ValueError, OSError) as exc:  # missing .db, bad header, ...
+        raise MindsftError(
+            f"{path}: not a readable MindRecord ({str(exc).splitlines()[0]})"
+        ) from None
+    try:
+        schema = reader.schema()
+        missing = [c for c in COLUMNS if c not in schema]
+        if missing:
+            raise MindsftError(
+                f"{path}: column(s) {', '.join(missing)} missing (has {', '.join(sorted(schema))})"
+            )
+        for c in COLUMNS:
+            if schema[c].get("type") not in ("int32", "int64") or schema[c].get("shape") != [-1]:
+                raise MindsftError(
+                    f"{path}: column {c} is {schema[c]}, expected int32 of shape [-1]"
+                )
+        rows = {c: [] for c in COLUMNS}
+        for row in reader.get_next():
+            for c in COLUMNS:
+                rows[c].append(np.asarray(row[c], dtype=np.int32))
+    finally:
+        reader.close()
+    if not rows["input_ids"]:
+        raise MindsftError(f"{path}: the MindRecord holds no rows")
+    lengths = {len(r) for c in COLUMNS for r in rows[c]}
+    if len(lengths) != 1:
+        raise MindsftError(
+            f"{path}: rows have different lengths {sorted(lengths)}; expected one seq_length + 1"
+        )
+    return {c: np.stack(rows[c]) for c in COLUMNS}
+
+
+class MindRecordBatches:
+    """Iterate numpy batches {"input_ids", "labels"}: int32 (B, seq_length + 1).
+
+    Each epoch's order is a permutation seeded by (seed, epoch) when `shuffle`
+    (`set_epoch(e)` selects the epoch), else file order. The order is cut to a
+    multiple of `num_shards` so every shard has as many rows; shard i takes rows
+    i, i + n, i + 2n, ... of it. `start_batch` skips that many batches of the
+    first pass only (exact resume inside an epoch); later passes start at 0.
+    `len()` is the number of batches in a full epoch of this shard.
+    Rows are held in memory (a 52k-row Alpaca set at 512 tokens is about 210 MB)."""
+
+    def __init__(self, path, batch_size, *, shard_id=0, num_shards=1, shuffle=False, seed=0,
+                 drop_remainder=True, start_batch=0):  # fmt: skip
+        if batch_size < 1 or num_shards < 1 or not 0 <= shard_id < num_shards or start_batch < 0:
+            raise MindsftError(
+                f"{path}: bad batching (batch_size {batch_size}, shard {shard_id} of {num_shards}, "
+                f"start_batch {start_batch})"
+            )
+        self.path = Path(path)
+        self.data = read_mindrecord(path)
+        self.rows = len(self.data["input_ids"])
+        self.seq_length = self.data["input_ids"].shape[1] - 1
+        self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
+        self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
+        self.start_batch = start_batch
+        self.epoch = 0
+        if self.rows < num_shards or (drop_remainder and self.rows // num_shards < batch_size):
+            raise MindsftError(
+                f"{path}: {self.rows} rows are too few for {num_shards} shard(s) of batches of {batch_size}"
+            )
+
+    def set_epoch(self, epoch: int):
+        """Choose the epoch whose shuffled order the next pass follows."""
+        self.epoch = epoch
+
+    def shard_rows(self) -> np.ndarray:
+        """Row indices this shard reads in the current epoch, in order."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.rows)
+        else:
+            order = np.arange(self.rows)
+        usable = self.rows // self.num_shards * self.num_shards
+        return order[:usable][self.shard_id :: self.num_shards]
+
+    def __len__(self) -> int:
+        per_shard = self.rows // self.num_shards
+        full, partial = divmod(per_shard, self.batch_size)
+        return full + int(partial > 0 and not self.drop_remainder)
+
+    def __iter__(self):
+        rows = self.shard_rows()
+        first, self.start_batch = self.start_batch, 0
+        for b in range(first, len(self)):
+            idx = rows[b * self.batch_size : (b + 1) * self.batch_size]
+            yield {c: self.data[c][idx] for c in COLUMNS}

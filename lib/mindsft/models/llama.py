@@ -1,0 +1,158 @@
+"""A MindSpore Llama with MindFormers' parameter names, numerically HF's Llama.
+
+Hidden states travel as 2-D (B*T, D) matrices so every projection is one plain
+GEMM; only attention itself uses batched matmuls. Parameters are float32; the
+compute dtype (float32, float16, or bfloat16 where the backend has kernels)
+applies to matmuls, while norms and softmax run in float32."""
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import Normal
+
+from mindsft.errors import MindsftError
+from mindsft.models.attention import Attention, dense
+from mindsft.models.norm import RMSNorm
+from mindsft.models.rope import rope_tables
+
+MASK_VALUE = -1e9  # additive mask for future positions; exp() of it is exactly 0 in float32
+
+
+class FeedForward(nn.Cell):
+    """SwiGLU: w2(silu(w1 x) * w3 x); w1/w2/w3 are HF's gate/down/up projections."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.w1 = dense(config.hidden_size, config.intermediate_size)
+        self.w2 = dense(config.intermediate_size, config.hidden_size)
+        self.w3 = dense(config.hidden_size, config.intermediate_size)
+
+    def construct(self, x):
+        # x: (N, D) -> (N, F) -> (N, D)
+        return self.w2(ops.silu(self.w1(x)) * self.w3(x))
+
+
+class DecoderLayer(nn.Cell):
+    """Pre-norm block: h = x + attention(norm(x)); out = h + feed_forward(norm(h))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attention = Attention(config)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.feed_forward = FeedForward(config)
+
+    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None):
+        a, k, v = self.attention(self.attention_norm(x), cos, sin, mask, batch, seq, past_k, past_v)
+        h = x + a
+        return h + self.feed_forward(self.ffn_norm(h)), k, v
+
+
+class Embedding(nn.Cell):
+    """Token embedding table held as `embedding_weight` (MindFormers' name)."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.embedding_weight = Parameter(
+            ms.Tensor(shape=(vocab_size, dim), dtype=ms.float32, init=Normal(0.02)),
+            name="embedding_weight",
+        )
+
+    def construct(self, ids):
+        # ids: (B, T) int32 -> (B*T, D)
+        return ops.gather(self.embedding_weight, ids.reshape(-1), 0)
+
+
+class LlamaModel(nn.Cell):
+    """Embeddings, decoder layers, final norm (MindFormers' `model.` prefix)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.tok_embeddings = Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.CellList([DecoderLayer(config) for _ in range(config.num_layers)])
+        self.norm_out = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Cell):
+    """construct(input_ids int32 (B, T)) -> float32 logits (B, T, vocab)."""
+
+    def __init__(self, config):
+        super().__init__()
+        if config.compute_dtype == "bfloat16" and ms.get_context("device_target") == "CPU":
+            raise MindsftError(
+                "LlamaConfig: compute_dtype bfloat16 has no MatMul kernel on MindSpore's CPU backend; "
+                "use float32 (or float16)"
+            )
+        self.config = config
+        self.dtype = getattr(ms, config.compute_dtype)
+        self.model = LlamaModel(config)
+        self.tied = config.tie_word_embeddings
+        if not self.tied:
+            self.lm_head = dense(config.hidden_size, config.vocab_size)
+        self.tied_matmul = ops.MatMul(transpose_b=True)
+        causal = np.triu(np.full((config.seq_length, config.seq_length), MASK_VALUE, np.float32), 1)
+        self.causal_mask = ms.Tensor(causal)  # (P, P)
+        self.set_positions(config.seq_length)
+        self.apply_compute_dtype()
+
+    def set_positions(self, positions: int):
+        """(Re)build the rotary tables for `positions` positions, in the compute dtype."""
+        cos, sin = rope_tables(self.config.head_dim, positions, self.config.rope_theta)
+        self.max_positions = positions
+        self.rope_cos = ms.Tensor(cos[:, None, :], self.dtype)  # (P, 1, hd)
+        self.rope_sin = ms.Tensor(sin[:, None, :], self.dtype)
+
+    def apply_compute_dtype(self):
+        """Make every Dense sub-cell compute in the config's dtype. Call again after
+        replacing sub-cells (LoRA) when that dtype is not float32."""
+        if self.dtype == ms.float32:
+            return
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.Dense):
+                cell.to_float(self.dtype)
+
+    def logits(self, h, batch, seq):
+        """Final norm and output projection: h (B*T, D) -> float32 logits (B, T, V)."""
+        h = self.model.norm_out(h)
+        if self.tied:
+            out = self.tied_matmul(h, self.model.tok_embeddings.embedding_weight.astype(h.dtype))
+        else:
+            out = self.lm_head(h)
+        if out.dtype != ms.float32:
+            out = out.astype(ms.float32)
+        return out.reshape(batch, seq, -1)
+
+    def construct(self, input_ids):
+        batch, seq = input_ids.shape
+        if seq > self.max_positions:
+            raise ValueError("input longer than the model's rotary tables (config seq_length)")
+        h = self.model.tok_embeddings(input_ids)  # (B*T, D)
+        if h.dtype != self.dtype:
+            h = h.astype(self.dtype)
+        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]  # (T, 1, hd)
+        mask = self.causal_mask[:seq, :seq]  # (T, T)
+        for layer in self.model.layers:
+            h, _, _ = layer(h, cos, sin, mask, batch, seq)
+        return self.logits(h, batch, seq)
+
+    def forward_cached(self, input_ids, cache=None):
+        """Incremental forward for decoding (PyNative). input_ids (B, T) are the tokens
+        after the `cache`d ones; returns (logits (B, T, V), new cache). The cache is a
+        list of (k, v) per layer, each (B, n_kv, S, hd)."""
+        batch, seq = input_ids.shape
+        past = 0 if cache is None else cache[0][0].shape[2]
+        if past + seq > self.max_positions:
+            self.set_positions(max(past + seq, 2 * self.max_positions))
+        h = self.model.tok_embeddings(input_ids)
+        if h.dtype != self.dtype:
+            h = h.astype(self.dtype)
+        cos, sin = self.rope_cos[past : past + seq], self.rope_sin[past : past + seq]
+        mask = None
+        if seq > 1:  # new tokens see the whole cache and earlier new tokens
+            mask = ms.Tensor(np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1))
+        new_cache = []
+        for i, layer in enumerate(self.model.layers):
+            past_k, past_v = (None, None) if cache is None else cache[i]
+            h, k, v = layer(h, cos, sin, mask, batch, seq, past_k, past_v)
+            new_cache.append((k, v))
+        return self.logits(h, batch, seq), new_cache
