@@ -1,0 +1,285 @@
+"""`mindsft make-tiny-model`: the offline demo model. An HF-format Llama folder
+(config.json, sharded safetensors with an index, generation_config.json, a
+SentencePiece tokenizer.model) plus `alpaca_demo.json`, a few hundred seeded
+instruction records simple enough for a tiny model to learn in minutes.
+The same arguments give byte-identical files."""
+
+import io
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mindsft.atomic import atomic_output
+from mindsft.cli import str2bool
+from mindsft.convert import raw, safetensors_io
+from mindsft.convert.llama import expected_shapes
+from mindsft.errors import MindsftError
+
+DEMO_FILE = "alpaca_demo.json"
+DEMO_RECORDS = 400
+# Vicuna v1.1 (FastChat), the template the qa preprocessing wraps records in: the
+# tokenizer learns its words so the demo sequences stay short.
+TEMPLATE_TEXT = [
+    (
+        "A chat between a curious user and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the user's questions."
+    ),
+    "USER: ASSISTANT:",
+]
+WORDS = str.split(
+    "apple banana cherry grape lemon mango orange peach pear plum "
+    "cat dog fish bird horse mouse tiger zebra lion sheep "
+    "red blue green yellow black white purple brown pink gray "
+    "sun moon star cloud rain snow wind river stone tree "
+    "book door house table chair lamp clock window garden bridge"
+)
+
+_SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'256KB', '100MB', '5GB' (decimal, as transformers) or KiB/MiB/GiB -> bytes."""
+    m = _SIZE.match(str(text).strip())
+    if not m or int(m.group(1)) <= 0:
+        raise MindsftError(f"--max_shard_size {text!r}: expected a size such as 256KB or 100MB")
+    return int(m.group(1)) * _UNITS[(m.group(2) or "B").upper()]
+
+
+def _words(rng, lo=3, hi=6):
+    return [rng.choice(WORDS) for _ in range(rng.randint(lo, hi))]
+
+
+def _numbers(rng, lo=3, hi=6):
+    return [rng.randint(0, 99) for _ in range(rng.randint(lo, hi))]
+
+
+def _add(rng):
+    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    return rng.choice(["Add the two numbers.", "What is the sum?"]), f"{a} + {b}", str(a + b)
+
+
+def _subtract(rng):
+    a = rng.randint(0, 99)
+    b = rng.randint(0, a)
+    return "Subtract the second number from the first.", f"{a} - {b}", str(a - b)
+
+
+def _times(rng):
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    return f"What is {a} times {b}?", "", str(a * b)
+
+
+def _reverse_words(rng):
+    w = _words(rng)
+    return (
+        rng.choice(["Reverse the order of the words.", "Write the words backwards."]),
+        " ".join(w),
+        " ".join(reversed(w)),
+    )
+
+
+def _spell_backwards(rng):
+    w = rng.choice(WORDS)
+    return "Spell the word backwards.", w, w[::-1]
+
+
+def _sort(rng):
+    n = _numbers(rng)
+    return (
+        rng.choice(["Sort the numbers from smallest to largest.", "Sort the numbers."]),
+        ", ".join(map(str, n)),
+        ", ".join(map(str, sorted(n))),
+    )
+
+
+def _capitalise(rng):
+    w = " ".join(_words(rng))
+    return (
+        rng.choice(["Write the text in capital letters.", "Convert the text to upper case."]),
+        w,
+        w.upper(),
+    )
+
+
+def _count(rng):
+    w = _words(rng, 2, 8)
+    return "How many words are in the text?", " ".join(w), str(len(w))
+
+
+def _largest(rng):
+    n = _numbers(rng)
+    return "Which number is the largest?", ", ".join(map(str, n)), str(max(n))
+
+
+TASKS = [
+    _add,
+    _subtract,
+    _times,
+    _reverse_words,
+    _spell_backwards,
+    _sort,
+    _capitalise,
+    _count,
+    _largest,
+]
+
+
+def demo_records(seed: int = 0, n: int = DEMO_RECORDS) -> list:
+    """`n` alpaca-format records {instruction, input, output}, cycling through the
+    tasks in a seeded order; the same seed gives the same records."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        instruction, inp, out = TASKS[i % len(TASKS)](rng)
+        records.append({"instruction": instruction, "input": inp, "output": out})
+    rng.shuffle(records)
+    return records
+
+
+def train_tokenizer(lines, vocab_size: int) -> bytes:
+    """A Llama-style SentencePiece BPE model (unk 0, bos 1, eos 2, no pad, byte
+    fallback, digits split) with exactly `vocab_size` pieces: when the text offers
+    fewer merges, the rest are UNUSED pieces `<extra_i>` at the end."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    out = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=out,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            byte_fallback=True,
+            split_digits=True,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
+            character_coverage=1.0,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            hard_vocab_limit=False,
+            num_threads=1,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        raise MindsftError(
+            f"--vocab_size {vocab_size}: tokenizer training failed ({exc})"
+        ) from None
+    model = sentencepiece_model_pb2.ModelProto.FromString(out.getvalue())
+    for i in range(vocab_size - len(model.pieces)):
+        model.pieces.add(piece=f"<extra_{i}>", score=0.0, type=model.SentencePiece.UNUSED)
+    if len(model.pieces) != vocab_size:
+        raise MindsftError(f"--vocab_size {vocab_size}: tokenizer has {len(model.pieces)} pieces")
+    return model.SerializeToString()
+
+
+def hf_config(a) -> dict:
+    """config.json of the tiny model, in the fields transformers' LlamaConfig writes."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": a.vocab_size,
+        "hidden_size": a.hidden_size,
+        "intermediate_size": a.intermediate_size,
+        "num_hidden_layers": a.num_layers,
+        "num_attention_heads": a.num_heads,
+        "num_key_value_heads": a.num_kv_heads,
+        "head_dim": a.hidden_size // a.num_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": a.max_position_embeddings,
+        "initializer_range": 0.02,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "tie_word_embeddings": a.tie_word_embeddings,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "float32",
+    }
+
+
+def init_weights(config: dict, seed: int):
+    """Seeded random weights: normal(0, 0.02) for matrices, ones for the norms,
+    yielded one tensor at a time in the canonical order."""
+    rng = np.random.default_rng(seed)
+    for name, shape in expected_shapes(config).items():
+        if len(shape) == 1:
+            array = np.ones(shape, dtype=np.float32)
+        else:
+            array = (rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)).astype(
+                np.float32
+            )
+        yield raw.ArrayTensor(name, array, "F32")
+
+
+def make_tiny_model(a) -> Path:
+    """Write the tiny model folder described by the parsed arguments `a`."""
+    if a.hidden_size % a.num_heads or a.num_heads % a.num_kv_heads:
+        raise MindsftError(
+            "--hidden_size must divide by --num_heads, and --num_heads by --num_kv_heads"
+        )
+    if (a.hidden_size // a.num_heads) % 2:
+        raise MindsftError("--hidden_size / --num_heads must be even (rotary embeddings)")
+    records = demo_records(a.seed)
+    lines = TEMPLATE_TEXT + [v for r in records for v in r.values() if v]
+    tokenizer = train_tokenizer(lines, a.vocab_size)
+    config = hf_config(a)
+    generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
+    tokenizer_config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": True,
+        "model_max_length": a.max_position_embeddings,
+    }
+    with atomic_output(a.output_dir) as tmp:
+        tmp.mkdir()
+        safetensors_io.write_sharded(
+            tmp, list(init_weights(config, a.seed)), parse_size(a.max_shard_size)
+        )
+        for name, data in [
+            ("config.json", config),
+            ("generation_config.json", generation),
+            ("tokenizer_config.json", tokenizer_config),
+            (DEMO_FILE, records),
+        ]:
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
+        (tmp / "tokenizer.model").write_bytes(tokenizer)
+    return Path(a.output_dir)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "make-tiny-model",
+        help="write the offline demo model: HF Llama folder, tokenizer and alpaca demo data",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden_size", type=int, default=64)
+    p.add_argument("--num_layers", type=int, default=2)
+    p.add_argument("--num_heads", type=int, default=4)
+    p.add_argument("--num_kv_heads", type=int, default=2)
+    p.add_argument("--intermediate_size", type=int, default=176)
+    p.add_argument("--vocab_size", type=int, default=512)
+    p.add_argument("--tie_word_embeddings", type=str2bool, default=False)
+    p.add_argument("--max_position_embeddings", type=int, default=512)
+    p.add_argument(
+        "--max_shard_size", default="256KB", help="largest safetensors shard (256KB, 100MB, 5GB)"
+    )
+    p.set_defaults(func=lambda args: print(f"wrote {make_tiny_model(args)}"))
