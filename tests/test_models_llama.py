@@ -1,0 +1,153 @@
+"""The MindSpore Llama against HF transformers' LlamaForCausalLM (the reference)."""
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+
+from mindsft.convert.names import hf_to_ms
+from mindsft.errors import MindsftError
+from mindsft.models.config import LlamaConfig
+from mindsft.models.llama import LlamaForCausalLM
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+SHAPES = {  # id: (num_heads, n_kv_heads, tie_word_embeddings)
+    "mha_untied": (4, 4, False),
+    "gqa_tied": (4, 2, True),
+    "mqa_untied": (4, 1, False),
+}
+
+
+def tiny_hf_llama(num_heads=4, n_kv_heads=2, tied=False, vocab=96, seed=0, seq=64):
+    """A seeded random HF LlamaForCausalLM (norm weights randomised too, so a wrong
+    norm cannot hide behind ones)."""
+    torch.manual_seed(seed)
+    hc = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=16 * num_heads, num_hidden_layers=2, num_attention_heads=num_heads,
+        num_key_value_heads=n_kv_heads, intermediate_size=88, max_position_embeddings=seq,
+        rope_theta=20000.0, rms_norm_eps=1e-6, tie_word_embeddings=tied, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    hf = transformers.LlamaForCausalLM(hc).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0, 0.2)
+    return hf
+
+
+def ms_state_dict(hf) -> dict:
+    """HF weights under MindFormers names, as MindSpore Parameters."""
+    out = {}
+    for key, value in hf.state_dict().items():
+        name = hf_to_ms(key)
+        if name is not None:
+            out[name] = ms.Parameter(ms.Tensor(value.detach().numpy().copy()), name=name)
+    return out
+
+
+def ms_llama_like(hf, **overrides) -> LlamaForCausalLM:
+    """Our model with the HF model's config and weights."""
+    config = LlamaConfig.from_hf({**hf.config.to_dict(), **overrides})
+    model = LlamaForCausalLM(config)
+    params = ms_state_dict(hf)
+    if config.tie_word_embeddings:
+        params.pop("lm_head.weight", None)
+    not_loaded, unused = ms.load_param_into_net(model, params, strict_load=True)
+    assert not not_loaded and not unused
+    model.set_train(False)
+    return model
+
+
+def hf_logits(hf, ids) -> np.ndarray:
+    with torch.no_grad():
+        return hf(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+
+
+def random_ids(vocab, shape, seed=1):
+    return np.random.default_rng(seed).integers(0, vocab, shape).astype(np.int32)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_logits_match_hf_within_1e4(shape):
+    heads, kv, tied = SHAPES[shape]
+    hf = tiny_hf_llama(heads, kv, tied)
+    model = ms_llama_like(hf)
+    ids = random_ids(96, (2, 50))
+    out = model(ms.Tensor(ids))
+    assert out.dtype == ms.float32 and out.shape == (2, 50, 96)
+    np.testing.assert_allclose(out.asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+def test_graph_mode_jit_gives_the_same_logits_as_hf():
+    hf = tiny_hf_llama(4, 2, False)
+    model = ms_llama_like(hf)
+    ids = random_ids(96, (3, 33))
+    out = ms.jit(model.construct)(ms.Tensor(ids)).asnumpy()
+    np.testing.assert_allclose(out, hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+def test_parameter_names_are_mindformers_and_tied_model_has_no_lm_head():
+    untied = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4,
+                                          n_kv_heads=2, intermediate_size=40, seq_length=16))  # fmt: skip
+    names = set(untied.parameters_dict())
+    expected = {"model.tok_embeddings.embedding_weight", "model.norm_out.weight", "lm_head.weight"}
+    expected |= {f"model.layers.0.attention.{w}.weight" for w in ("wq", "wk", "wv", "wo")}
+    expected |= {f"model.layers.0.feed_forward.{w}.weight" for w in ("w1", "w2", "w3")}
+    expected |= {"model.layers.0.attention_norm.weight", "model.layers.0.ffn_norm.weight"}
+    assert names == expected
+    assert untied.parameters_dict()["model.layers.0.attention.wk.weight"].shape == (16, 32)
+    assert isinstance(untied.model.layers[0].attention.wq, ms.nn.Dense)
+    tied = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4,
+                                        intermediate_size=40, seq_length=16, tie_word_embeddings=True))  # fmt: skip
+    assert set(tied.parameters_dict()) == expected - {"lm_head.weight"}
+
+
+def test_kv_cache_decoding_reproduces_the_full_forward():
+    hf = tiny_hf_llama(4, 2, False)
+    model = ms_llama_like(hf)
+    ids = random_ids(96, (1, 20))
+    full = model(ms.Tensor(ids)).asnumpy()
+    logits, cache = model.forward_cached(ms.Tensor(ids[:, :12]))
+    steps = [logits.asnumpy()]
+    logits, cache = model.forward_cached(ms.Tensor(ids[:, 12:15]), cache)  # several new tokens at once
+    steps.append(logits.asnumpy())
+    for t in range(15, 20):
+        logits, cache = model.forward_cached(ms.Tensor(ids[:, t : t + 1]), cache)
+        steps.append(logits.asnumpy())
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
+    assert cache[0][0].shape == (1, 2, 20, 16)  # (B, n_kv, S, hd)
+
+
+def test_float16_compute_stays_close_to_float32_and_returns_float32_logits():
+    hf = tiny_hf_llama(4, 2, False)
+    ids = random_ids(96, (2, 24))
+    fp32 = ms_llama_like(hf)(ms.Tensor(ids)).asnumpy()
+    config = LlamaConfig(**{**LlamaConfig.from_hf(hf.config.to_dict()).to_dict(), "compute_dtype": "float16"})
+    half = LlamaForCausalLM(config)
+    ms.load_param_into_net(half, ms_state_dict(hf))
+    out = half(ms.Tensor(ids))
+    assert out.dtype == ms.float32
+    assert np.abs(out.asnumpy() - fp32).max() < 2e-2
+    assert np.abs(out.asnumpy() - fp32).max() > 0  # it really computed in half precision
+
+
+def test_bfloat16_on_cpu_is_refused_with_one_line():
+    config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=40,
+                         seq_length=16, compute_dtype="bf16")  # fmt: skip
+    with pytest.raises(MindsftError, match="bfloat16"):
+        LlamaForCausalLM(config)
+
+
+def test_converted_hf_folder_loads_and_matches_hf(tmp_path):
+    convert = pytest.importorskip("mindsft.convert.llama")
+    from mindsft.models.loading import load_model
+
+    hf = tiny_hf_llama(4, 2, False)
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    convert.convert_hf_to_ms(tmp_path / "hf", tmp_path / "m.ckpt", "fp32")
+    model = load_model(LlamaConfig.from_hf(tmp_path / "hf"), tmp_path / "m.ckpt")
+    ids = random_ids(96, (2, 30))
+    np.testing.assert_allclose(model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0)
