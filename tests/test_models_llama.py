@@ -1,10 +1,8 @@
 """The MindSpore Llama against HF transformers' LlamaForCausalLM (the reference)."""
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
-
 from mindsft.convert.names import hf_to_ms
 from mindsft.errors import MindsftError
 from mindsft.models.config import LlamaConfig
@@ -112,7 +110,9 @@ def test_kv_cache_decoding_reproduces_the_full_forward():
     full = model(ms.Tensor(ids)).asnumpy()
     logits, cache = model.forward_cached(ms.Tensor(ids[:, :12]))
     steps = [logits.asnumpy()]
-    logits, cache = model.forward_cached(ms.Tensor(ids[:, 12:15]), cache)  # several new tokens at once
+    logits, cache = model.forward_cached(
+        ms.Tensor(ids[:, 12:15]), cache
+    )  # several new tokens at once
     steps.append(logits.asnumpy())
     for t in range(15, 20):
         logits, cache = model.forward_cached(ms.Tensor(ids[:, t : t + 1]), cache)
@@ -125,7 +125,9 @@ def test_float16_compute_stays_close_to_float32_and_returns_float32_logits():
     hf = tiny_hf_llama(4, 2, False)
     ids = random_ids(96, (2, 24))
     fp32 = ms_llama_like(hf)(ms.Tensor(ids)).asnumpy()
-    config = LlamaConfig(**{**LlamaConfig.from_hf(hf.config.to_dict()).to_dict(), "compute_dtype": "float16"})
+    config = LlamaConfig(
+        **{**LlamaConfig.from_hf(hf.config.to_dict()).to_dict(), "compute_dtype": "float16"}
+    )
     half = LlamaForCausalLM(config)
     ms.load_param_into_net(half, ms_state_dict(hf))
     out = half(ms.Tensor(ids))
@@ -150,4 +152,6 @@ def test_converted_hf_folder_loads_and_matches_hf(tmp_path):
     convert.convert_hf_to_ms(tmp_path / "hf", tmp_path / "m.ckpt", "fp32")
     model = load_model(LlamaConfig.from_hf(tmp_path / "hf"), tmp_path / "m.ckpt")
     ids = random_ids(96, (2, 30))
-    np.testing.assert_allclose(model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0
+    )
