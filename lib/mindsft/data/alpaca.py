@@ -1,0 +1,87 @@
+"""Alpaca records (`instruction`, `input`, `output`) -> FastChat conversation records,
+as MindFormers' `alpaca_converter.py` writes them: the Stanford Alpaca prompt as the
+human turn, the output as the gpt turn, ids "1", "2", ... as strings."""
+
+import json
+from pathlib import Path
+
+from mindsft.atomic import atomic_output
+from mindsft.errors import MindsftError
+
+# The Stanford Alpaca training prompts (tatsu-lab/stanford_alpaca train.py), the two
+# variants MindFormers' converter chooses between: with an `input` and without.
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:"
+)
+
+REQUIRED_KEYS = ("instruction", "output")
+
+
+def load_json_list(path) -> list:
+    """Read a JSON file whose top level must be a non-empty list."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise MindsftError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MindsftError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise MindsftError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    if not data:
+        raise MindsftError(f"{path}: empty dataset (no records)")
+    return data
+
+
+def _check_record(path, index: int, record) -> None:
+    where = f"{path}: record {index}"
+    if not isinstance(record, dict):
+        raise MindsftError(f"{where}: expected an object, got {type(record).__name__}")
+    for key in REQUIRED_KEYS:
+        if key not in record:
+            raise MindsftError(f"{where}: missing {key!r}")
+    for key in ("instruction", "input", "output"):
+        if key in record and not isinstance(record[key], str):
+            raise MindsftError(
+                f"{where}: {key!r} is {type(record[key]).__name__}, expected a string"
+            )
+
+
+def alpaca_prompt(record: dict) -> str:
+    """The human turn: the with-input prompt when `input` is present and non-empty."""
+    if record.get("input", "") != "":
+        return PROMPT_WITH_INPUT.format(instruction=record["instruction"], input=record["input"])
+    return PROMPT_NO_INPUT.format(instruction=record["instruction"])
+
+
+def to_conversations(records: list, path="<records>") -> list:
+    """Alpaca records -> `[{"id": "1", "conversations": [human, gpt]}, ...]`."""
+    out = []
+    for index, record in enumerate(records):
+        _check_record(path, index, record)
+        out.append(
+            {
+                "id": str(index + 1),
+                "conversations": [
+                    {"from": "human", "value": alpaca_prompt(record)},
+                    {"from": "gpt", "value": record["output"]},
+                ],
+            }
+        )
+    return out
+
+
+def convert_alpaca(data_path, output_path) -> int:
+    """Convert an alpaca JSON file to conversation JSON; returns the record count."""
+    conversations = to_conversations(load_json_list(data_path), data_path)
+    with atomic_output(output_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(conversations, f, ensure_ascii=False, indent=2)
+    return len(conversations)

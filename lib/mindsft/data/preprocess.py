@@ -1,0 +1,315 @@
+"""Conversation JSON (qa) or plain text (wiki) -> MindRecord, row for row what
+MindFormers' `llama_preprocess.py` writes, with a stats file beside it.
+
+qa rows (`input_ids`, `labels`, int32, seq_length + 1 long): the vicuna_v1.1 prompt is
+cut into rounds at `</s>`; `input_ids` is BOS, then each round's tokens followed by
+EOS, padded with the pad id (0) or truncated. `labels` copy `input_ids` with IGNORE
+(-100) on BOS, on each round's instruction part (everything up to " ASSISTANT:"),
+on everything after the last round, and on the whole row when the rounds do not
+account for every non-pad token (MindFormers' `cur_len != total_len` check, applied
+only to rows that were not truncated).
+
+wiki rows (`input_ids` only): paragraphs of the cleaned text, each tokenized with BOS
+and EOS, concatenated and cut into seq_length + 1 chunks; the short tail is dropped.
+
+Each piece of text is tokenized once, by SentencePiece's batch encoder, in
+`--workers` processes; rows are streamed to the writer in input order."""
+
+import collections
+import dataclasses
+import glob
+import json
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mindsft.atomic import atomic_output
+from mindsft.data.alpaca import load_json_list
+from mindsft.data.template import ASSISTANT_SEP, ROUND_SEP, conversation_prompt
+from mindsft.data.tokenizer import SentencePieceTokenizer
+from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
+from mindsft.errors import MindsftError
+
+IGNORE_INDEX = -100
+MIN_SEQ_LENGTH = 16
+CHUNK_RECORDS = 512  # conversations per worker task
+CHUNK_PARAGRAPHS = 2048  # wiki paragraphs per worker task
+SCHEMAS = {
+    "qa": {
+        "input_ids": {"type": "int32", "shape": [-1]},
+        "labels": {"type": "int32", "shape": [-1]},
+    },
+    "wiki": {"input_ids": {"type": "int32", "shape": [-1]}},
+}
+
+
+@dataclasses.dataclass
+class Stats:
+    """What a MindRecord holds, written beside it as `<output_file>.stats.json`."""
+
+    rows: int = 0
+    tokens: int = 0  # real (unpadded) tokens in the rows
+    trained_tokens: int = 0  # label positions that are not IGNORE (wiki: seq_length per row)
+    rows_truncated: int = 0  # rows longer than seq_length + 1, cut
+    rows_fully_masked: int = 0  # rows whose labels are all IGNORE
+    tokens_dropped: int = 0  # wiki: the tail shorter than one row
+
+    def add(self, other: "Stats") -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+# ---- qa: conversations -> (input_ids, labels) rows
+
+
+def qa_texts(prompt: str) -> tuple:
+    """The rounds of a prompt (up to the first empty one) and the instruction part of
+    each round up to the first round that has no single " ASSISTANT: " split."""
+    rounds = []
+    for text in prompt.split(ROUND_SEP):
+        if text == "":
+            break
+        rounds.append(text)
+    instructions = []
+    for text in rounds:
+        parts = text.split(ASSISTANT_SEP)
+        if len(parts) != 2:
+            break
+        instructions.append(parts[0] + ASSISTANT_SEP)
+    return rounds, instructions
+
+
+def qa_row(round_ids: list, instruction_lens: list, length: int, tok) -> tuple:
+    """One qa row from the token ids of its rounds and the token counts of their
+    instruction parts; `length` is seq_length + 1. Returns (input_ids, labels, n_ids)."""
+    ids = [tok.bos_id]
+    for r in round_ids:
+        ids += r
+        ids.append(tok.eos_id)
+    n = len(ids)
+    input_ids = np.full(length, tok.pad_id, dtype=np.int32)
+    input_ids[: min(n, length)] = ids[:length]
+    labels = input_ids.copy()
+    labels[0] = IGNORE_INDEX
+    cur = 1
+    for r, inst_len in zip(round_ids, instruction_lens):
+        # the instruction part tokenized alone ends in a lone "▁" that the round
+        # merges into its answer: one token fewer is masked
+        labels[cur : cur + inst_len - 1] = IGNORE_INDEX
+        cur += len(r) + 1
+    labels[cur:] = IGNORE_INDEX
+    if cur < length and cur != n - ids.count(tok.pad_id):
+        labels[:] = IGNORE_INDEX
+    return input_ids, labels, n
+
+
+def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
+    """Rows for records[start:start + len(records)] of `source`: stacked int32
+    arrays (n, length) for input_ids and labels, and their Stats."""
+    texts, layout = [], []
+    for k, record in enumerate(records):
+        where = f"{source}: record {start + k}"
+        if not isinstance(record, dict) or "conversations" not in record:
+            raise MindsftError(f"{where}: expected an object with 'conversations'")
+        if "id" in record:
+            where += f" (id {record['id']!r})"
+        rounds, instructions = qa_texts(conversation_prompt(record["conversations"], where))
+        layout.append((len(texts), len(rounds), len(instructions)))
+        texts += rounds
+        texts += instructions
+    encoded = tok.encode_batch(texts)
+    input_ids = np.empty((len(records), length), dtype=np.int32)
+    labels = np.empty_like(input_ids)
+    stats = Stats(rows=len(records))
+    for k, (at, n_rounds, n_inst) in enumerate(layout):
+        round_ids = encoded[at : at + n_rounds]
+        inst_lens = [len(x) for x in encoded[at + n_rounds : at + n_rounds + n_inst]]
+        input_ids[k], labels[k], n = qa_row(round_ids, inst_lens, length, tok)
+        stats.tokens += min(n, length)
+        stats.rows_truncated += n > length
+    trained = np.count_nonzero(labels != IGNORE_INDEX, axis=1)
+    stats.trained_tokens = int(trained.sum())
+    stats.rows_fully_masked = int(np.count_nonzero(trained == 0))
+    return input_ids, labels, stats
+
+
+# ---- wiki: paragraphs -> one token stream
+
+
+def wiki_chunk(tok, paragraphs: list) -> np.ndarray:
+    """The concatenated ids of the paragraphs, each as BOS + text + EOS."""
+    out = []
+    for ids in tok.encode_batch(paragraphs):
+        out.append(tok.bos_id)
+        out += ids
+        out.append(tok.eos_id)
+    return np.asarray(out, dtype=np.int32)
+
+
+# ---- workers: tasks in input order, a bounded number in flight
+
+_worker_tokenizer = None
+
+
+def _init_worker(model_file) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = SentencePieceTokenizer(model_file)
+
+
+def _run_task(task):
+    kind, args = task
+    if kind == "qa":
+        return qa_chunk(_worker_tokenizer, *args)
+    return wiki_chunk(_worker_tokenizer, *args)
+
+
+def ordered_results(tasks, model_file, workers: int):
+    """Run tasks (in this process when workers <= 1) and yield results in task
+    order, with at most 2 * workers tasks queued or done-but-unwritten."""
+    if workers <= 1:
+        _init_worker(model_file)
+        yield from map(_run_task, tasks)
+        return
+    # spawn: the parent may hold MindSpore's threads, which fork does not copy safely
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(model_file,)) as pool:
+        pending = collections.deque()
+        for task in tasks:
+            pending.append(pool.apply_async(_run_task, (task,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---- inputs
+
+
+def input_files(pattern: str) -> list:
+    files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    if not files:
+        raise MindsftError(f"{pattern}: no input file matches")
+    for f in files:
+        if not os.path.isfile(f):
+            raise MindsftError(f"{f}: input file not found")
+    return files
+
+
+def qa_tasks(files: list, length: int):
+    for path in files:
+        records = load_json_list(path)
+        for start in range(0, len(records), CHUNK_RECORDS):
+            yield "qa", (records[start : start + CHUNK_RECORDS], start, path, length)
+
+
+def wiki_tasks(files: list):
+    for path in files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise MindsftError(f"{path}: not UTF-8 text ({exc})") from None
+        paragraphs = wiki_paragraphs(clean_wikitext(text))
+        for start in range(0, len(paragraphs), CHUNK_PARAGRAPHS):
+            yield "wiki", (paragraphs[start : start + CHUNK_PARAGRAPHS],)
+
+
+# ---- the stage
+
+
+class _MindRecordRows:
+    """A MindSpore FileWriter for one shard. MindRecord stores its own file name in
+    the header, so it writes under the final name inside a scratch folder; `finish`
+    moves both files (X, X.db) to `dest` and `dest.db`."""
+
+    def __init__(self, dest: Path, final_name: str, dataset_type: str):
+        from mindspore.mindrecord import FileWriter  # heavy import, only where it is needed
+
+        self.scratch = dest.with_name(dest.name + ".d")
+        self.scratch.mkdir()
+        self.path = self.scratch / final_name
+        self.writer = FileWriter(str(self.path), shard_num=1, overwrite=True)
+        self.writer.add_schema(SCHEMAS[dataset_type], dataset_type)
+        self.dest = dest
+
+    def write(self, columns: dict) -> None:
+        names = list(columns)
+        rows = [dict(zip(names, values)) for values in zip(*columns.values())]
+        if rows:
+            self.writer.write_raw_data(rows)
+
+    def finish(self) -> None:
+        self.writer.commit()
+        os.replace(self.path, self.dest)
+        os.replace(f"{self.path}.db", f"{self.dest}.db")
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def preprocess(
+    dataset_type: str, input_glob: str, model_file, seq_length: int, output_file, workers: int = 1
+) -> Stats:
+    """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats."""
+    if dataset_type not in SCHEMAS:
+        raise MindsftError(f"dataset_type {dataset_type!r}: expected one of {sorted(SCHEMAS)}")
+    if seq_length < MIN_SEQ_LENGTH:
+        raise MindsftError(f"seq_length {seq_length}: must be at least {MIN_SEQ_LENGTH}")
+    if workers < 1:
+        raise MindsftError(f"workers {workers}: must be at least 1")
+    files = input_files(input_glob)
+    tok = SentencePieceTokenizer(model_file)
+    length = seq_length + 1
+    output_file = Path(output_file)
+    stats_file = output_file.with_name(output_file.name + ".stats.json")
+    stats = Stats()
+    with (
+        atomic_output(output_file, suffixes=(".db",)) as tmp,
+        atomic_output(stats_file) as tmp_stats,
+    ):
+        out = _MindRecordRows(tmp, output_file.name, dataset_type)
+        try:
+            if dataset_type == "qa":
+                for input_ids, labels, chunk_stats in ordered_results(
+                    qa_tasks(files, length), tok.model_file, workers
+                ):
+                    out.write({"input_ids": input_ids, "labels": labels})
+                    stats.add(chunk_stats)
+            else:
+                _write_wiki(
+                    out, ordered_results(wiki_tasks(files), tok.model_file, workers), length, stats
+                )
+            if stats.rows == 0:
+                raise MindsftError(
+                    f"{input_glob}: empty dataset (no rows of seq_length + 1 = {length} tokens)"
+                )
+            out.finish()
+        finally:
+            out.cleanup()
+        summary = {
+            "dataset_type": dataset_type,
+            "seq_length": seq_length,
+            **dataclasses.asdict(stats),
+            "tokenizer_sha256": tok.sha256(),
+            "inputs": files,
+        }
+        tmp_stats.write_text(json.dumps(summary, indent=2) + "\n")
+    return stats
+
+
+def _write_wiki(out: _MindRecordRows, streams, length: int, stats: Stats) -> None:
+    """Cut the concatenated token stream into rows of `length`, carrying the
+    remainder from one chunk to the next; the final remainder is dropped."""
+    carry = np.empty(0, dtype=np.int32)
+    for ids in streams:
+        carry = np.concatenate([carry, ids])
+        n_rows = len(carry) // length
+        if n_rows:
+            out.write({"input_ids": carry[: n_rows * length].reshape(n_rows, length)})
+            carry = carry[n_rows * length :]
+            stats.rows += n_rows
+    stats.tokens = stats.rows * length
+    stats.trained_tokens = stats.rows * (length - 1)
+    stats.tokens_dropped = len(carry)
