@@ -1,0 +1,197 @@
+"""LoRA for MindSpore `nn.Dense` layers, named as MindFormers/mindpet name them.
+
+A targeted Dense keeps its base `weight` under the original name and gains
+`mindpet_delta_lora_a` (rank, in) and `mindpet_delta_lora_b` (out, rank) beside
+it, so a base checkpoint loads unchanged and a MindFormers LoRA checkpoint
+(`model.layers.0.attention.wq.mindpet_delta_lora_a`) loads into it too.
+
+    y = x W^T + (alpha / rank) * dropout(x) A^T B^T
+
+A is Kaiming-uniform with a = sqrt(5) (bound 1/sqrt(in), as the LoRA paper's
+code and PEFT), B is zero, so the wrapped model starts equal to the base model.
+Dropout masks come from a counter-based hash of (seed, step, layer, element),
+so a resumed run draws exactly the masks an uninterrupted run would have.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from mindsft.errors import MindsftError
+
+LORA_A = "mindpet_delta_lora_a"
+LORA_B = "mindpet_delta_lora_b"
+DROPOUT_KEY = "lora_dropout_key"  # training-only state, never written to checkpoints
+
+_MASK32 = 0xFFFFFFFF
+
+
+@dataclass
+class LoraConfig:
+    """MindFormers' `model.model_config.pet_config` for `pet_type: lora`."""
+
+    lora_rank: int = 8
+    """r: inner dimension of the A and B matrices."""
+    lora_alpha: float = 16
+    """The update is scaled by lora_alpha / lora_rank."""
+    lora_dropout: float = 0.0
+    """Dropout probability on the input of A (training only)."""
+    target_modules: str = r".*wq|.*wk|.*wv|.*wo"
+    """Regular expression matched (re.match) against Dense cell paths."""
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    @classmethod
+    def from_pet_config(cls, pet: dict) -> "LoraConfig":
+        """Build from a YAML `pet_config` dict; other pet types are an error."""
+        pet_type = str(pet.get("pet_type", "lora")).lower()
+        if pet_type != "lora":
+            raise MindsftError(f"pet_config: pet_type {pet_type!r} is not supported (only 'lora')")
+        known = {"pet_type", "lora_rank", "lora_alpha", "lora_dropout", "target_modules"}
+        unknown = sorted(set(pet) - known)
+        if unknown:
+            raise MindsftError(f"pet_config: keys {unknown} are not supported by mindsft's LoRA")
+        cfg = cls(
+            lora_rank=int(pet.get("lora_rank", cls.lora_rank)),
+            lora_alpha=float(pet.get("lora_alpha", cls.lora_alpha)),
+            lora_dropout=float(pet.get("lora_dropout", cls.lora_dropout)),
+            target_modules=str(pet.get("target_modules", cls.target_modules)),
+        )
+        if cfg.lora_rank < 1 or not 0.0 <= cfg.lora_dropout < 1.0:
+            raise MindsftError(
+                f"pet_config: lora_rank must be >= 1 and lora_dropout in [0, 1), got {pet}"
+            )
+        return cfg
+
+
+def _fmix(h):
+    """murmur3's 32-bit finaliser on int64 tensors holding uint32 values."""
+    h = ops.bitwise_and(ops.bitwise_xor(h, h // 65536) * 0x85EBCA6B, _MASK32)
+    h = ops.bitwise_and(ops.bitwise_xor(h, h // 8192) * 0xC2B2AE35, _MASK32)
+    return ops.bitwise_xor(h, h // 65536)
+
+
+def hashed_keep_mask(shape, key, salt: int, keep: float):
+    """Bernoulli(keep) float mask of `shape`, a pure function of (key, salt, index)."""
+    n = 1
+    for d in shape:
+        n *= d
+    idx = ops.arange(0, n, dtype=ms.int64).reshape(shape)
+    h = _fmix(ops.bitwise_and(idx * 0x9E3779B1 + key * 0x85EBCA77 + salt, _MASK32))
+    u = ops.cast(h // 256, ms.float32) * (1.0 / 16777216)  # uniform in [0, 1)
+    return ops.cast(u < keep, ms.float32)
+
+
+class LoraDense(nn.Cell):
+    """A Dense with a low-rank trainable update; the base weight is shared, not copied."""
+
+    def __init__(self, base: nn.Dense, cfg: LoraConfig, salt: int, key: Parameter, rng):
+        super().__init__()
+        out_ch, in_ch = base.weight.shape
+        self.weight = base.weight
+        self.bias = base.bias if base.has_bias else None
+        bound = 1.0 / math.sqrt(in_ch)  # kaiming_uniform(a=sqrt(5)): gain*sqrt(3/fan_in)
+        a = rng.uniform(-bound, bound, size=(cfg.lora_rank, in_ch)).astype(np.float32)
+        self.mindpet_delta_lora_a = Parameter(Tensor(a), name=LORA_A)  # (r, in)
+        self.mindpet_delta_lora_b = Parameter(
+            Tensor(np.zeros((out_ch, cfg.lora_rank), np.float32)), name=LORA_B
+        )
+        self.lora_dropout_key = key
+        self.scaling = cfg.scaling
+        self.keep = 1.0 - cfg.lora_dropout
+        self.salt = salt
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])  # (N, in)
+        dtype = x2.dtype
+        y = self.matmul(x2, ops.cast(self.weight, dtype))  # (N, out)
+        if self.bias is not None:
+            y = y + ops.cast(self.bias, dtype)
+        h = x2
+        if self.training and self.keep < 1.0:
+            mask = hashed_keep_mask(x2.shape, self.lora_dropout_key, self.salt, self.keep)
+            h = h * ops.cast(mask, dtype) * (1.0 / self.keep)
+        h = self.matmul(h, ops.cast(self.mindpet_delta_lora_a, dtype))  # (N, r)
+        h = self.matmul(h, ops.cast(self.mindpet_delta_lora_b, dtype))  # (N, out)
+        y = y + h * self.scaling
+        return y.reshape(shape[:-1] + (y.shape[-1],))
+
+
+def dense_paths(net: nn.Cell) -> list:
+    """Paths of every `nn.Dense` (or LoRA-wrapped Dense) cell in `net`."""
+    return [name for name, cell in net.cells_and_names() if isinstance(cell, (nn.Dense, LoraDense))]
+
+
+def select_targets(net: nn.Cell, target_modules: str) -> list:
+    """Dense cell paths matched (re.match, as MindFormers) by `target_modules`;
+    matching nothing is an error that names the Dense cells that exist."""
+    pattern = re.compile(target_modules)
+    paths = dense_paths(net)
+    chosen = [p for p in paths if pattern.match(p)]
+    if not chosen:
+        shown = sorted({re.sub(r"\.\d+\.", ".N.", p) for p in paths})
+        raise MindsftError(
+            f"pet_config.target_modules {target_modules!r} matches no Dense module; modules: {shown}"
+        )
+    return chosen
+
+
+def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
+    """Replace each targeted Dense by a LoraDense in place, keep every existing
+    parameter name, and return the wrapped paths. A is seeded by (seed, order)."""
+    targets = select_targets(net, cfg.target_modules)
+    key = Parameter(Tensor(0, ms.int64), name=DROPOUT_KEY, requires_grad=False)
+    rng = np.random.default_rng(seed)
+    for salt, path in enumerate(targets):
+        parent_path, _, attr = path.rpartition(".")
+        parent = net
+        for part in parent_path.split(".") if parent_path else []:
+            parent = getattr(parent, part) if not part.isdigit() else parent[int(part)]
+        base = getattr(parent, attr)
+        if isinstance(base, LoraDense):
+            raise MindsftError(f"{path}: LoRA is already applied")
+        base_name = base.weight.name
+        lora = LoraDense(base, cfg, salt * 7919 + 1, key, rng)
+        setattr(parent, attr, lora)
+        # setattr re-prefixes names with the attribute only: restore the full paths
+        lora.weight.name = base_name
+        if lora.bias is not None:
+            lora.bias.name = f"{path}.bias"
+        lora.mindpet_delta_lora_a.name = f"{path}.{LORA_A}"
+        lora.mindpet_delta_lora_b.name = f"{path}.{LORA_B}"
+        lora.lora_dropout_key.name = DROPOUT_KEY
+    return targets
+
+
+def set_dropout_key(net: nn.Cell, key: int) -> None:
+    """Set the counter that selects this micro-step's dropout masks."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, LoraDense):
+            cell.lora_dropout_key.set_data(Tensor(int(key) & 0x7FFFFFFF, ms.int64))
+            return
+
+
+def is_lora_param(name: str) -> bool:
+    return name.endswith((LORA_A, LORA_B))
+
+
+def freeze_base(net: nn.Cell) -> None:
+    """Make only the LoRA matrices trainable."""
+    for p in net.get_parameters():
+        p.requires_grad = is_lora_param(p.name)
+
+
+def count_params(net: nn.Cell) -> tuple:
+    """(trainable, total) parameter element counts, the dropout key excluded."""
+    params = [p for p in net.get_parameters() if p.name != DROPOUT_KEY]
+    total = sum(int(np.prod(p.shape)) for p in params)
+    trainable = sum(int(np.prod(p.shape)) for p in params if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,59 @@
+"""Fold LoRA matrices into the base weights: a pure function over state dicts.
+
+    W' = W + (alpha / rank) * B @ A      computed in float32, stored in W's dtype
+
+The result has the base checkpoint's names and nothing else, so applying the
+merge twice is impossible by construction (the LoRA keys are gone).
+"""
+
+import numpy as np
+
+from mindsft.errors import MindsftError
+from mindsft.pet.lora import LORA_A, LORA_B
+
+
+def lora_pairs(names) -> dict:
+    """{base weight name: (A name, B name)} for every LoRA pair among `names`."""
+    names = set(names)
+    pairs = {}
+    for name in names:
+        if name.endswith("." + LORA_A):
+            prefix = name[: -len(LORA_A) - 1]
+            b = f"{prefix}.{LORA_B}"
+            if b not in names:
+                raise MindsftError(f"{name}: LoRA A has no matching B ({b})")
+            pairs[f"{prefix}.weight"] = (name, b)
+    return pairs
+
+
+def merge_weight(weight: np.ndarray, a: np.ndarray, b: np.ndarray, scaling: float) -> np.ndarray:
+    """W + scaling * B @ A in float32, returned in W's dtype. W (out, in), A (r, in), B (out, r)."""
+    w32 = weight.astype(np.float32)
+    delta = b.astype(np.float32) @ a.astype(np.float32)  # (out, in)
+    if delta.shape != w32.shape:
+        raise MindsftError(
+            f"LoRA update shape {delta.shape} does not match base weight {w32.shape}"
+        )
+    return (w32 + np.float32(scaling) * delta).astype(weight.dtype)
+
+
+def merge_state_dict(base: dict, lora: dict, scaling: float, names=None) -> dict:
+    """A new {name: array} with `base`'s names: every weight that has a LoRA pair
+    in `lora` merged, every other tensor taken from `base` unchanged.
+
+    `names` (default: all of base) restricts and orders the output, for streaming.
+    """
+    pairs = lora_pairs(lora)
+    missing = sorted(set(pairs) - set(base))
+    if missing:
+        raise MindsftError(
+            f"LoRA checkpoint has pairs for weights absent from the base checkpoint: {missing[:5]}"
+        )
+    out = {}
+    for name in base if names is None else names:
+        if name in pairs:
+            a_name, b_name = pairs[name]
+            out[name] = merge_weight(base[name], lora[a_name], lora[b_name], scaling)
+        else:
+            out[name] = base[name]
+    return out

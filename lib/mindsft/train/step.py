@@ -1,0 +1,94 @@
+"""The compiled train step: token-weighted gradients, data-parallel all-reduce,
+global-norm clipping and the AdamWeightDecay update.
+
+The loss is sum(NLL over unmasked targets) / count, where the sum and the count
+are taken over every micro-batch of the step on every worker. Gradients of the
+sums are accumulated and all-reduced, then divided by the global count, so a
+step over k micro-batches on n workers updates exactly as one batch k*n times
+larger would (up to float summation order).
+"""
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, ops
+
+from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
+
+
+class TrainStep:
+    """Callables `fused(input_ids, labels, lr)` (one micro-batch per step) and
+    `micro(input_ids, labels)` + `apply(lr)` (gradient accumulation); each returns
+    or leaves (loss_sum, token_count, grad_norm) as float32 tensors."""
+
+    def __init__(
+        self,
+        net,
+        optimizer,
+        params,
+        *,
+        pad_token_id=0,
+        ignore_index=-100,
+        max_grad_norm=None,
+        world_size=1,
+        accumulate=False,
+        jit=True,
+    ):
+        self.net, self.optimizer, self.params = net, optimizer, list(params)
+        self.pad, self.ignore = pad_token_id, ignore_index
+        self.max_grad_norm = max_grad_norm
+        self.all_reduce = ops.AllReduce() if world_size > 1 else None
+        self.grad_fn = ms.value_and_grad(self._loss_sum, None, weights=self.params, has_aux=True)
+        self.acc = ms.ParameterTuple(  # gradient sums, only when accumulating
+            [
+                Parameter(
+                    ops.zeros(p.shape, ms.float32), name=f"accu_grads.{p.name}", requires_grad=False
+                )
+                for p in (self.params if accumulate else [])
+            ]
+        )
+        self.acc_loss = Parameter(Tensor(0.0, ms.float32), name="accu_loss", requires_grad=False)
+        self.acc_count = Parameter(Tensor(0.0, ms.float32), name="accu_count", requires_grad=False)
+        wrap = ms.jit if jit else (lambda f: f)
+        self.fused = wrap(self._fused)
+        self.micro = wrap(self._micro)
+        self.apply = wrap(self._apply)
+
+    def _loss_sum(self, input_ids, labels):
+        tokens, targets = shift_for_causal_lm(input_ids, labels)  # (B, T)
+        logits = self.net(tokens)  # (B, T, V)
+        return token_nll_sum(logits, targets, tokens, self.pad, self.ignore)
+
+    def _finish(self, grads, loss_sum, count, lr):
+        """All-reduce, normalise by the global token count, clip, update."""
+        if self.all_reduce is not None:
+            grads = tuple(self.all_reduce(g) for g in grads)
+            loss_sum = self.all_reduce(loss_sum)
+            count = self.all_reduce(count)
+        denom = ops.maximum(count, 1.0)
+        grads = tuple(ops.cast(g, ms.float32) / denom for g in grads)
+        norm = ops.sqrt(sum(ops.square(g).sum() for g in grads))
+        if self.max_grad_norm is not None:
+            scale = self.max_grad_norm / ops.maximum(norm, self.max_grad_norm)
+            grads = tuple(g * scale for g in grads)
+        self.optimizer(grads, lr)
+        return loss_sum, count, norm
+
+    def _fused(self, input_ids, labels, lr):
+        (loss_sum, count), grads = self.grad_fn(input_ids, labels)
+        return self._finish(grads, loss_sum, count, lr)
+
+    def _micro(self, input_ids, labels):
+        (loss_sum, count), grads = self.grad_fn(input_ids, labels)
+        for acc, g in zip(self.acc, grads):
+            ops.assign_add(acc, ops.cast(g, ms.float32))
+        ops.assign_add(self.acc_loss, loss_sum)
+        ops.assign_add(self.acc_count, count)
+        return loss_sum
+
+    def _apply(self, lr):
+        grads = tuple(a * 1.0 for a in self.acc)
+        out = self._finish(grads, self.acc_loss * 1.0, self.acc_count * 1.0, lr)
+        for acc in self.acc:
+            ops.assign(acc, ops.zeros_like(acc))
+        ops.assign(self.acc_loss, ops.zeros_like(self.acc_loss))
+        ops.assign(self.acc_count, ops.zeros_like(self.acc_count))
+        return out

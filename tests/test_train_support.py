@@ -1,0 +1,167 @@
+"""Builders shared by the training tests: a tiny seeded Llama saved as a
+MindFormers-named checkpoint, a qa MindRecord of real Alpaca records tokenized
+with the real Llama 2 tokenizer, and MindFormers-shaped YAML dicts."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import sentencepiece as spm
+import yaml
+from mindsft.models.config import LlamaConfig
+from mindsft.models.llama import LlamaForCausalLM
+from mindspore.mindrecord import FileWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQ = 32
+TINY = {
+    "type": "LlamaConfig",
+    "seq_length": SEQ,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "n_kv_heads": 2,
+    "vocab_size": 32000,
+    "intermediate_size": 64,
+    "rms_norm_eps": 1.0e-5,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "ignore_token_id": -100,
+    "compute_dtype": "float32",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_base_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny Llama saved with MindFormers parameter names."""
+    ms.set_seed(seed)
+    net = LlamaForCausalLM(LlamaConfig.from_mindformers(TINY))
+    rng = np.random.default_rng(seed)
+    for p in net.get_parameters():  # seeded, independent of MindSpore's initializer state
+        if "norm" in p.name:
+            continue
+        p.set_data(ms.Tensor(rng.normal(0.0, 0.05, p.shape).astype(np.float32)))
+    ms.save_checkpoint(net, str(path))
+    return path
+
+
+def make_mindrecord(
+    path: Path, alpaca: Path, tokenizer: Path, rows: int = 16, seq: int = SEQ
+) -> Path:
+    """qa rows: prompt tokens labelled -100, response tokens labelled, pad 0 to seq + 1."""
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
+    records = json.loads(Path(alpaca).read_text())[:rows]
+    writer = FileWriter(str(path), shard_num=1, overwrite=True)
+    writer.add_schema(
+        {"input_ids": {"type": "int32", "shape": [-1]}, "labels": {"type": "int32", "shape": [-1]}}
+    )
+    out = []
+    for rec in records:
+        prompt = [1] + sp.encode(f"USER: {rec['instruction']} {rec['input']} ASSISTANT:")
+        answer = sp.encode(rec["output"]) + [2]
+        ids = (prompt + answer)[: seq + 1]
+        labels = ([-100] * len(prompt) + answer)[: seq + 1]
+        pad = seq + 1 - len(ids)
+        out.append(
+            {
+                "input_ids": np.array(ids + [0] * pad, np.int32),
+                "labels": np.array(labels + [-100] * pad, np.int32),
+            }
+        )
+    writer.write_raw_data(out)
+    writer.commit()
+    return path
+
+
+def finetune_yaml(
+    path: Path,
+    *,
+    lora=None,
+    epochs=1,
+    batch_size=2,
+    lr=1e-2,
+    schedule="ConstantWarmUpLR",
+    warmup_steps=0,
+    accumulation=1,
+    save_steps=2,
+    keep_max=10,
+    shuffle=True,
+    clip=True,
+    seed=0,
+    mode=0,
+) -> Path:
+    """A MindFormers-shaped finetune YAML for the tiny model."""
+    model_config = dict(TINY)
+    if lora:
+        model_config["pet_config"] = {
+            "pet_type": "lora",
+            "lora_rank": 4,
+            "lora_alpha": 8,
+            "lora_dropout": 0.0,
+            "target_modules": ".*wq|.*wk|.*wv|.*wo",
+            **lora,
+        }
+    raw = {
+        "seed": seed,
+        "runner_config": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "sink_mode": True,
+            "sink_size": 1,
+            "gradient_accumulation_steps": accumulation,
+        },
+        "optimizer": {
+            "type": "FP32StateAdamWeightDecay",
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1.0e-8,
+            "learning_rate": lr,
+            "weight_decay": 0.01,
+        },
+        "lr_schedule": {
+            "type": schedule,
+            "learning_rate": lr,
+            "warmup_steps": warmup_steps,
+            "total_steps": -1,
+        },
+        "train_dataset": {
+            "data_loader": {"type": "MindDataset", "dataset_dir": "", "shuffle": shuffle},
+            "input_columns": ["input_ids", "labels"],
+            "drop_remainder": True,
+        },
+        "runner_wrapper": {"type": "MFTrainOneStepCell", "scale_sense": 1.0, "use_clip_grad": clip},
+        "callbacks": [
+            {"type": "MFLossMonitor"},
+            {
+                "type": "CheckpointMonitor",
+                "prefix": "tiny",
+                "save_checkpoint_steps": save_steps,
+                "keep_checkpoint_max": keep_max,
+            },
+        ],
+        "context": {"mode": mode, "device_target": "CPU"},
+        "model": {"model_config": model_config, "arch": {"type": "LlamaForCausalLM"}},
+    }
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def read_losses(output_dir: Path) -> list:
+    lines = (Path(output_dir) / "loss.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def cli_env() -> dict:
+    """Environment for running `mindsft` in a subprocess from the venv."""
+    env = dict(os.environ)
+    env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
