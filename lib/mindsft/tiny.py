@@ -4,10 +4,12 @@ SentencePiece tokenizer.model) plus `alpaca_demo.json`, a few hundred seeded
 instruction records simple enough for a tiny model to learn in minutes.
 The same arguments give byte-identical files."""
 
+import dataclasses
 import io
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +182,23 @@ def train_tokenizer(lines, vocab_size: int) -> bytes:
     return model.SerializeToString()
 
 
-def hf_config(a) -> dict:
+@dataclass
+class TinySpec:
+    """Shape of the tiny model; each field is a `make-tiny-model` flag."""
+
+    seed: int = 0
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 176
+    vocab_size: int = 512
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 512
+    max_shard_size: str = "256KB"  # largest safetensors shard (256KB, 100MB, 5GB)
+
+
+def hf_config(a: TinySpec) -> dict:
     """config.json of the tiny model, in the fields transformers' LlamaConfig writes."""
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -224,8 +242,12 @@ def init_weights(config: dict, seed: int):
         yield raw.ArrayTensor(name, array, "F32")
 
 
-def make_tiny_model(a) -> Path:
-    """Write the tiny model folder described by the parsed arguments `a`."""
+def make_tiny_model(output_dir, **spec) -> Path:
+    """Write the tiny model folder; `spec` holds TinySpec fields."""
+    a = TinySpec(**spec)
+    for f in dataclasses.fields(TinySpec):
+        if f.type is int and getattr(a, f.name) <= 0 and f.name != "seed":
+            raise MindsftError(f"--{f.name} must be positive, got {getattr(a, f.name)}")
     if a.hidden_size % a.num_heads or a.num_heads % a.num_kv_heads:
         raise MindsftError(
             "--hidden_size must divide by --num_heads, and --num_heads by --num_kv_heads"
@@ -247,7 +269,7 @@ def make_tiny_model(a) -> Path:
         "legacy": True,
         "model_max_length": a.max_position_embeddings,
     }
-    with atomic_output(a.output_dir) as tmp:
+    with atomic_output(output_dir) as tmp:
         tmp.mkdir()
         safetensors_io.write_sharded(
             tmp, list(init_weights(config, a.seed)), parse_size(a.max_shard_size)
@@ -260,7 +282,7 @@ def make_tiny_model(a) -> Path:
         ]:
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
         (tmp / "tokenizer.model").write_bytes(tokenizer)
-    return Path(a.output_dir)
+    return Path(output_dir)
 
 
 def register(subparsers) -> None:
@@ -270,16 +292,12 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hidden_size", type=int, default=64)
-    p.add_argument("--num_layers", type=int, default=2)
-    p.add_argument("--num_heads", type=int, default=4)
-    p.add_argument("--num_kv_heads", type=int, default=2)
-    p.add_argument("--intermediate_size", type=int, default=176)
-    p.add_argument("--vocab_size", type=int, default=512)
-    p.add_argument("--tie_word_embeddings", type=str2bool, default=False)
-    p.add_argument("--max_position_embeddings", type=int, default=512)
-    p.add_argument(
-        "--max_shard_size", default="256KB", help="largest safetensors shard (256KB, 100MB, 5GB)"
-    )
-    p.set_defaults(func=lambda args: print(f"wrote {make_tiny_model(args)}"))
+    for f in dataclasses.fields(TinySpec):
+        kind = str2bool if f.type is bool else f.type
+        p.add_argument(f"--{f.name}", type=kind, default=f.default, help=f"default {f.default}")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> None:
+    spec = {f.name: getattr(args, f.name) for f in dataclasses.fields(TinySpec)}
+    print(f"wrote {make_tiny_model(args.output_dir, **spec)}")

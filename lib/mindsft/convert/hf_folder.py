@@ -100,14 +100,21 @@ class BinFile:
         import torch
 
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # pre-zip format files cannot be mapped
-                raise MindsftError(f"{self.path}: cannot read PyTorch weights ({exc})") from None
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise MindsftError(f"{self.path}: cannot read PyTorch weights ({msg})") from None
+            try:
+                state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # files in the pre-zip format cannot be memory-mapped
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
+            if isinstance(exc, pickle.UnpicklingError):
+                why = "corrupt, or holds objects other than tensors"
+            else:
+                why = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise MindsftError(
+                f"{self.path}: cannot read PyTorch weights with weights_only=True ({why[:120]})"
+            ) from None
         if not isinstance(state, dict):
             raise MindsftError(f"{self.path}: not a state dict")
         return state

@@ -88,6 +88,14 @@ def _check_tensors(found: dict, config: dict, where, config_where) -> None:
         )
 
 
+def _in_order(plan, config, hf_name, source=lambda t: ""):
+    """Tensors in the canonical Llama order (embedding, layers in turn, norm, head),
+    source file by source file (so one .bin file is open at a time)."""
+    order = {name: i for i, name in enumerate(expected_shapes(config))}
+    files = list(dict.fromkeys(source(t) for t in plan))
+    return sorted(plan, key=lambda t: (files.index(source(t)), order[hf_name(t)]))
+
+
 def convert_hf_to_ms(input_dir, output_path, dtype: str = "fp32") -> dict:
     """HF Llama folder -> MindSpore checkpoint with MindFormers' names; `dtype` is
     fp32|fp16|bf16. Also writes the HF config beside it (`OUT.ckpt.config.json`),
@@ -116,6 +124,7 @@ def convert_hf_to_ms(input_dir, output_path, dtype: str = "fp32") -> dict:
         found[t.name] = (t.path, t.shape)
         plan.append(raw.CastTensor(t, ms_name, dst))
     _check_tensors(found, config, input_dir, input_dir / "config.json")
+    plan = _in_order(plan, config, lambda t: t.src.name, source=lambda t: t.src.path)
     sidecar = dict(config, torch_dtype=_TORCH_DTYPE[dst])
     with CkptWriter(output_path, suffixes=(SIDECAR_SUFFIX,)) as writer:
         for t in plan:
@@ -173,8 +182,7 @@ def convert_ms_to_hf(ckpt, output_dir, config=None, dtype=None, max_shard_bytes=
         found[hf_name] = (ckpt, t.shape)
         plan.append(raw.CastTensor(t, hf_name, raw.dtype_code(dtype) if dtype else t.dtype))
     _check_tensors(found, hf_config, ckpt, "the config")
-    order = {name: i for i, name in enumerate(expected_shapes(hf_config))}
-    plan.sort(key=lambda t: order[t.name])
+    plan = _in_order(plan, hf_config, lambda t: t.name)
     out_types = {t.dtype for t in plan}
     if len(out_types) == 1:
         hf_config = dict(hf_config, torch_dtype=_TORCH_DTYPE[out_types.pop()])
