@@ -118,7 +118,7 @@ def test_kv_cache_decoding_reproduces_the_full_forward():
         logits, cache = model.forward_cached(ms.Tensor(ids[:, t : t + 1]), cache)
         steps.append(logits.asnumpy())
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
-    assert cache[0][0].shape == (1, 2, 20, 16)  # (B, n_kv, S, hd)
+    assert cache.length == 20 and cache.layers[0][0].shape == (1, 2, 20, 16)  # (B, n_kv, S, hd)
 
 
 def test_float16_compute_stays_close_to_float32_and_returns_float32_logits():

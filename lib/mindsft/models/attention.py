@@ -3,7 +3,8 @@
 Grouped-query attention never copies k/v: the query heads sharing a kv head are
 stacked along the sequence axis, (B, n_kv, G*T, hd), so one batched matmul per
 kv head serves the whole group (the same numbers as HF's `repeat_kv`, where
-query head h reads kv head h // G)."""
+query head h reads kv head h // G). The causal mask comes in already tiled to
+(G*T, S) for that layout."""
 
 import math
 
@@ -28,51 +29,52 @@ class Attention(nn.Cell):
         self.n_kv = config.n_kv_heads
         self.group = self.n_heads // self.n_kv
         self.head_dim = config.head_dim
+        self.dtype = getattr(ms, config.compute_dtype)
         self.scale = 1.0 / math.sqrt(self.head_dim)
         dim = config.hidden_size
         self.wq = dense(dim, self.n_heads * self.head_dim)
         self.wk = dense(dim, self.n_kv * self.head_dim)
         self.wv = dense(dim, self.n_kv * self.head_dim)
         self.wo = dense(self.n_heads * self.head_dim, dim)
-        self.rot = ms.Tensor(rotate_half_matrix(self.head_dim), getattr(ms, config.compute_dtype))
+        self.rot = ms.Tensor(rotate_half_matrix(self.head_dim), self.dtype)
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
 
     def rotate(self, x, cos, sin, batch, seq, heads):
-        """Apply rotary embeddings: x (B*T, heads*hd) -> (B, T, heads, hd); cos/sin (T, 1, hd)."""
+        """Rotary embeddings: x (B*T, heads*hd) -> (B, T, heads, hd); cos/sin (T, 1, hd)."""
         x = x.reshape(batch, seq, heads, self.head_dim)
-        turned = ops.matmul(x.reshape(-1, self.head_dim), self.rot)
+        turned = ops.matmul(x.reshape(-1, self.head_dim), self.rot)  # rotate_half as a GEMM
         return x * cos + turned.reshape(batch, seq, heads, self.head_dim) * sin
 
     def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None):
-        """x (B*T, D) -> (B*T, D), plus this step's keys and values (B, n_kv, S, hd) for a cache.
+        """x (B*T, D) -> (B*T, D), plus the keys and values (B, n_kv, S, hd) to cache.
 
-        cos/sin: (T, 1, hd) for the T new positions; mask: additive float32 (T, S) or
-        None (decoding one token sees every cached one); past_k/past_v: cached keys
-        and values of earlier positions or None."""
+        cos/sin: (T, 1, hd) for the T new positions; mask: additive float32
+        (G*T, S), or None when every cached position is visible; past_k/past_v:
+        keys and values of earlier positions, or None."""
         hd, group, n_kv = self.head_dim, self.group, self.n_kv
         q = self.rotate(self.wq(x), cos * self.scale, sin * self.scale, batch, seq, self.n_heads)
         k = self.rotate(self.wk(x), cos, sin, batch, seq, n_kv)  # (B, T, n_kv, hd)
         v = self.wv(x).reshape(batch, seq, n_kv, hd)
-        q = q.reshape(batch, seq, n_kv, group, hd).transpose(0, 2, 3, 1, 4)  # (B, n_kv, G, T, hd)
+        q = ops.transpose(
+            q.reshape(batch, seq, n_kv, group, hd), (0, 2, 3, 1, 4)
+        )  # (B, n_kv, G, T, hd)
         q = q.reshape(batch, n_kv, group * seq, hd)
-        k = k.transpose(0, 2, 1, 3)  # (B, n_kv, T, hd)
-        v = v.transpose(0, 2, 1, 3)
+        k = ops.transpose(k, (0, 2, 1, 3))  # (B, n_kv, T, hd)
+        v = ops.transpose(v, (0, 2, 1, 3))
         if past_k is not None:
             k = ops.concat((past_k, k), 2)  # (B, n_kv, S, hd)
             v = ops.concat((past_v, v), 2)
         scores = self.qk_matmul(q, k)  # (B, n_kv, G*T, S)
-        span = scores.shape[-1]
-        if scores.dtype != ms.float32:
+        if self.dtype != ms.float32:
             scores = scores.astype(ms.float32)
-        scores = scores.reshape(batch, n_kv, group, seq, span)
         if mask is not None:
-            scores = scores + mask  # (T, S) broadcast
-        probs = ops.softmax(scores, -1).reshape(batch, n_kv, group * seq, span)
-        if probs.dtype != v.dtype:
-            probs = probs.astype(v.dtype)
+            scores = scores + mask
+        probs = ops.softmax(scores, -1)
+        if self.dtype != ms.float32:
+            probs = probs.astype(self.dtype)
         out = self.pv_matmul(probs, v)  # (B, n_kv, G*T, hd)
-        out = out.reshape(batch, n_kv, group, seq, hd).transpose(
-            0, 3, 1, 2, 4
+        out = ops.transpose(
+            out.reshape(batch, n_kv, group, seq, hd), (0, 3, 1, 2, 4)
         )  # (B, T, n_kv, G, hd)
         return self.wo(out.reshape(batch * seq, self.n_heads * hd)), k, v

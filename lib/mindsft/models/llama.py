@@ -5,6 +5,8 @@ GEMM; only attention itself uses batched matmuls. Parameters are float32; the
 compute dtype (float32, float16, or bfloat16 where the backend has kernels)
 applies to matmuls, while norms and softmax run in float32."""
 
+from typing import NamedTuple
+
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn, ops
@@ -37,9 +39,10 @@ class DecoderLayer(nn.Cell):
 
     def __init__(self, config):
         super().__init__()
-        self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        dtype = getattr(ms, config.compute_dtype)
+        self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.attention = Attention(config)
-        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.feed_forward = FeedForward(config)
 
     def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None):
@@ -70,7 +73,9 @@ class LlamaModel(nn.Cell):
         super().__init__()
         self.tok_embeddings = Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.CellList([DecoderLayer(config) for _ in range(config.num_layers)])
-        self.norm_out = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm_out = RMSNorm(
+            config.hidden_size, config.rms_norm_eps, getattr(ms, config.compute_dtype)
+        )
 
 
 class LlamaForCausalLM(nn.Cell):
@@ -87,6 +92,7 @@ class LlamaForCausalLM(nn.Cell):
         self.dtype = getattr(ms, config.compute_dtype)
         self.model = LlamaModel(config)
         self.tied = config.tie_word_embeddings
+        self.group = config.num_heads // config.n_kv_heads
         if not self.tied:
             self.lm_head = dense(config.hidden_size, config.vocab_size)
         self.tied_matmul = ops.MatMul(transpose_b=True)
@@ -115,44 +121,55 @@ class LlamaForCausalLM(nn.Cell):
         """Final norm and output projection: h (B*T, D) -> float32 logits (B, T, V)."""
         h = self.model.norm_out(h)
         if self.tied:
-            out = self.tied_matmul(h, self.model.tok_embeddings.embedding_weight.astype(h.dtype))
+            weight = self.model.tok_embeddings.embedding_weight
+            out = self.tied_matmul(
+                h, weight if self.dtype == ms.float32 else weight.astype(self.dtype)
+            )
         else:
             out = self.lm_head(h)
-        if out.dtype != ms.float32:
+        if self.dtype != ms.float32:
             out = out.astype(ms.float32)
         return out.reshape(batch, seq, -1)
+
+    def embed(self, input_ids):
+        """input_ids (B, T) -> hidden states (B*T, D) in the compute dtype."""
+        h = self.model.tok_embeddings(input_ids)
+        return h if self.dtype == ms.float32 else h.astype(self.dtype)
 
     def construct(self, input_ids):
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError("input longer than the model's rotary tables (config seq_length)")
-        h = self.model.tok_embeddings(input_ids)  # (B*T, D)
-        if h.dtype != self.dtype:
-            h = h.astype(self.dtype)
+        h = self.embed(input_ids)  # (B*T, D)
         cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]  # (T, 1, hd)
-        mask = self.causal_mask[:seq, :seq]  # (T, T)
+        mask = ops.tile(self.causal_mask[:seq, :seq], (self.group, 1))  # (G*T, T)
         for layer in self.model.layers:
             h, _, _ = layer(h, cos, sin, mask, batch, seq)
         return self.logits(h, batch, seq)
 
     def forward_cached(self, input_ids, cache=None):
-        """Incremental forward for decoding (PyNative). input_ids (B, T) are the tokens
-        after the `cache`d ones; returns (logits (B, T, V), new cache). The cache is a
-        list of (k, v) per layer, each (B, n_kv, S, hd)."""
+        """Incremental forward for decoding (PyNative): `input_ids` (B, T) follow the
+        tokens already in `cache` (a KVCache or None). Returns (logits (B, T, V), cache)."""
         batch, seq = input_ids.shape
-        past = 0 if cache is None else cache[0][0].shape[2]
+        past = 0 if cache is None else cache.length
         if past + seq > self.max_positions:
             self.set_positions(max(past + seq, 2 * self.max_positions))
-        h = self.model.tok_embeddings(input_ids)
-        if h.dtype != self.dtype:
-            h = h.astype(self.dtype)
+        h = self.embed(input_ids)
         cos, sin = self.rope_cos[past : past + seq], self.rope_sin[past : past + seq]
         mask = None
-        if seq > 1:  # new tokens see the whole cache and earlier new tokens
-            mask = ms.Tensor(np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1))
-        new_cache = []
+        if seq > 1:  # new tokens see the whole cache and the new tokens before them
+            causal = np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1)
+            mask = ms.Tensor(np.tile(causal, (self.group, 1)))  # (G*T, S)
+        layers = []
         for i, layer in enumerate(self.model.layers):
-            past_k, past_v = (None, None) if cache is None else cache[i]
+            past_k, past_v = (None, None) if cache is None else cache.layers[i]
             h, k, v = layer(h, cos, sin, mask, batch, seq, past_k, past_v)
-            new_cache.append((k, v))
-        return self.logits(h, batch, seq), new_cache
+            layers.append((k, v))
+        return self.logits(h, batch, seq), KVCache(past + seq, layers)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of the positions decoded so far."""
+
+    length: int  # positions held
+    layers: list  # per layer (k, v), each (B, n_kv, length, hd)

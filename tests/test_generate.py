@@ -1,0 +1,106 @@
+"""Decoding with the KV cache against HF `generate`, and the `mindsft generate` command."""
+
+import json
+
+import mindspore as ms
+import numpy as np
+import pytest
+import yaml
+from mindsft.cli import main
+from mindsft.models.cli import chat_prompt
+from mindsft.models.config import LlamaConfig
+from mindsft.models.generate import _sample, generate
+from mindsft.models.llama import LlamaForCausalLM
+from test_models_llama import ms_llama_like, tiny_hf_llama
+
+torch = pytest.importorskip("torch")
+
+PROMPT = [1, 17, 42, 5, 77, 23, 9]
+
+
+@pytest.mark.parametrize(("heads", "kv", "tied"), [(4, 4, False), (4, 2, True)])
+def test_greedy_tokens_equal_hf_generate(heads, kv, tied):
+    hf = tiny_hf_llama(heads, kv, tied)
+    with torch.no_grad():
+        ref = hf.generate(
+            torch.tensor([PROMPT]),
+            max_new_tokens=30,
+            do_sample=False,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+    ours = generate(ms_llama_like(hf), PROMPT, max_new_tokens=30)
+    assert ours == ref[0, len(PROMPT) :].tolist()
+
+
+def test_generation_stops_at_eos_and_includes_it():
+    hf = tiny_hf_llama(4, 2, False)
+    model = ms_llama_like(hf)
+    free = generate(model, PROMPT, max_new_tokens=12)
+    eos = free[3]  # pretend the 4th token is the end of sequence
+    assert (
+        generate(model, PROMPT, max_new_tokens=12, eos_token_id=eos) == free[: free.index(eos) + 1]
+    )
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy():
+    model = ms_llama_like(tiny_hf_llama(4, 2, False))
+    greedy = generate(model, PROMPT, max_new_tokens=10)
+    assert generate(model, PROMPT, max_new_tokens=10, do_sample=True, top_k=1, seed=3) == greedy
+    assert generate(model, PROMPT, max_new_tokens=10, do_sample=True, top_p=1e-6, seed=3) == greedy
+    a = generate(model, PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=3)
+    assert a == generate(model, PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=3)
+    assert a != generate(model, PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=4)
+
+
+def test_top_k_and_top_p_keep_only_the_head_of_the_distribution():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    assert {_sample(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {0, 1}
+    assert {_sample(logits, rng, 1.0, 0, 0.8) for _ in range(300)} == {
+        0,
+        1,
+    }  # 0.5 + 0.3 reaches 0.8
+    assert {_sample(logits, rng, 1.0, 0, 0.81) for _ in range(300)} == {0, 1, 2}
+
+
+@pytest.fixture
+def tokenizer_run(tmp_path, llama2_tokenizer):
+    """A tiny random model over the real Llama 2 vocabulary (32,000 pieces)."""
+    config = LlamaConfig(vocab_size=32000, hidden_size=32, num_layers=1, num_heads=4, n_kv_heads=2,
+                         intermediate_size=64, seq_length=256)  # fmt: skip
+    ms.set_seed(0)
+    model = LlamaForCausalLM(config)
+    ms.save_checkpoint(model, str(tmp_path / "m.ckpt"))
+    (tmp_path / "run.yaml").write_text(
+        yaml.safe_dump({"model": {"model_config": config.to_dict()}})
+    )
+    return tmp_path, model, llama2_tokenizer
+
+
+def test_generate_command_prints_and_writes_the_greedy_completion(tokenizer_run, capsys):
+    import sentencepiece as spm
+
+    root, model, tok_path = tokenizer_run
+    argv = ["generate", "--config", str(root / "run.yaml"), "--load_checkpoint", str(root / "m.ckpt"),
+            "--model_file", str(tok_path), "--prompt", "Name three colours.", "--max_new_tokens", "8",
+            "--output", str(root / "out.json")]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((root / "out.json").read_text())
+    tokenizer = spm.SentencePieceProcessor(model_file=str(tok_path))
+    text = chat_prompt("Name three colours.", "vicuna_v1.1")
+    assert text.endswith("USER: Name three colours. ASSISTANT:")
+    assert record["prompt_ids"] == [1, *tokenizer.encode(text)]
+    assert record["completion_ids"] == generate(model, record["prompt_ids"], 8)
+    assert capsys.readouterr().out.strip() == record["completion"].strip()
+
+
+def test_tokenizer_of_another_vocabulary_is_one_line(tokenizer_run, capsys, tmp_path):
+    root, _, tok_path = tokenizer_run
+    doc = yaml.safe_load((root / "run.yaml").read_text())
+    doc["model"]["model_config"]["vocab_size"] = 32001
+    (root / "big.yaml").write_text(yaml.safe_dump(doc))
+    argv = ["generate", "--config", str(root / "big.yaml"), "--load_checkpoint", str(root / "m.ckpt"),
+            "--model_file", str(tok_path), "--prompt", "hi"]  # fmt: skip
+    assert main(argv) == 2
+    assert "32000 pieces" in capsys.readouterr().err
