@@ -143,15 +143,28 @@ def test_bfloat16_on_cpu_is_refused_with_one_line():
         LlamaForCausalLM(config)
 
 
-def test_converted_hf_folder_loads_and_matches_hf(tmp_path):
-    convert = pytest.importorskip("mindsft.convert.llama")
+@pytest.mark.parametrize(("dtype", "atol"), [("fp32", 1e-4), ("bf16", 0.05)])
+def test_checkpoint_from_mindsft_convert_weight_loads_and_matches_hf(tmp_path, dtype, atol):
+    from mindsft.cli import main
     from mindsft.models.loading import load_model
 
     hf = tiny_hf_llama(4, 2, False)
     hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
-    convert.convert_hf_to_ms(tmp_path / "hf", tmp_path / "m.ckpt", "fp32")
-    model = load_model(LlamaConfig.from_hf(tmp_path / "hf"), tmp_path / "m.ckpt")
+    out = tmp_path / f"{dtype}.ckpt"
+    argv = [
+        "convert-weight",
+        "--model",
+        "llama",
+        "--input_path",
+        str(tmp_path / "hf"),
+        "--output_path",
+        str(out),
+    ]
+    assert main([*argv, "--dtype", dtype]) == 0
+    model = load_model(
+        LlamaConfig.from_hf(tmp_path / "hf"), out
+    )  # bf16 weights are cast to float32
     ids = random_ids(96, (2, 30))
     np.testing.assert_allclose(
-        model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0
+        model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=atol, rtol=0
     )
