@@ -101,3 +101,28 @@ def test_truncated_or_foreign_files_are_reported_by_name(tmp_path):
     path.write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(MindsftError, match="not a MindSpore checkpoint"):
         scan_ckpt(path)
+
+
+def test_file_to_file_copies_split_across_records_round_trip(tmp_path, monkeypatch):
+    from mindsft.convert.llama import convert_hf_to_ms, convert_ms_to_hf
+    from mindsft.tiny import make_tiny_model
+
+    monkeypatch.setattr(ckpt_mod, "SLICE_BYTES", 1000)
+    model = make_tiny_model(tmp_path / "hf", hidden_size=32, num_layers=1, vocab_size=400)
+    convert_hf_to_ms(model, tmp_path / "m.ckpt")
+    assert max(len(e.parts) for e in scan_ckpt(tmp_path / "m.ckpt")) == 52  # 400 * 32 * 4 bytes
+    loaded = ms.load_checkpoint(str(tmp_path / "m.ckpt"))
+    emb = dict(iter_ckpt(tmp_path / "m.ckpt"))["model.tok_embeddings.embedding_weight"]
+    assert np.array_equal(loaded["model.tok_embeddings.embedding_weight"].asnumpy(), emb)
+    with monkeypatch.context() as m:  # a filesystem without copy_file_range
+        m.setattr(ckpt_mod.raw.os, "copy_file_range", _no_copy_file_range)
+        convert_ms_to_hf(tmp_path / "m.ckpt", tmp_path / "back")
+    from safetensors.numpy import load_file
+
+    want = {k: v for s in model.glob("*.safetensors") for k, v in load_file(s).items()}
+    got = {k: v for s in (tmp_path / "back").glob("*.safetensors") for k, v in load_file(s).items()}
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
+
+
+def _no_copy_file_range(*args):
+    raise OSError(18, "Invalid cross-device link")

@@ -228,18 +228,31 @@ def hf_config(a: TinySpec) -> dict:
     }
 
 
-def init_weights(config: dict, seed: int):
-    """Seeded random weights: normal(0, 0.02) for matrices, ones for the norms,
-    yielded one tensor at a time in the canonical order."""
-    rng = np.random.default_rng(seed)
-    for name, shape in expected_shapes(config).items():
-        if len(shape) == 1:
-            array = np.ones(shape, dtype=np.float32)
-        else:
-            array = (rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)).astype(
-                np.float32
-            )
-        yield raw.ArrayTensor(name, array, "F32")
+@dataclass
+class RandomTensor:
+    """A weight drawn when its bytes are asked for: normal(0, 0.02) for matrices,
+    ones for norms, from its own seed (seed, index), so only one tensor is ever
+    in memory and the same seed gives the same bytes."""
+
+    name: str
+    shape: tuple
+    seed: tuple
+    dtype: str = "F32"
+
+    def array(self) -> np.ndarray:
+        if len(self.shape) == 1:
+            return np.ones(self.shape, dtype=np.float32)
+        rng = np.random.default_rng(self.seed)
+        return rng.standard_normal(self.shape, dtype=np.float32) * np.float32(0.02)
+
+    def chunks(self, size: int = raw.CHUNK_BYTES):
+        return raw.ArrayTensor(self.name, self.array(), self.dtype).chunks(size)
+
+
+def init_weights(config: dict, seed: int) -> list:
+    """The tiny model's weights in canonical order, drawn lazily."""
+    shapes = expected_shapes(config).items()
+    return [RandomTensor(name, shape, (seed, i)) for i, (name, shape) in enumerate(shapes)]
 
 
 def make_tiny_model(output_dir, **spec) -> Path:
@@ -272,7 +285,7 @@ def make_tiny_model(output_dir, **spec) -> Path:
     with atomic_output(output_dir) as tmp:
         tmp.mkdir()
         safetensors_io.write_sharded(
-            tmp, list(init_weights(config, a.seed)), parse_size(a.max_shard_size)
+            tmp, init_weights(config, a.seed), parse_size(a.max_shard_size)
         )
         for name, data in [
             ("config.json", config),

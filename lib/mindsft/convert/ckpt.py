@@ -62,8 +62,12 @@ def _record_header(name: str, tensor_type: str, shape, nbytes: int) -> bytes:
 
 
 def _chunked(chunks, size: int):
-    """Re-cut an iterable of bytes-likes into pieces of at most `size` bytes."""
+    """Re-cut an iterable of bytes-likes into pieces of at most `size` bytes
+    (FileRanges pass whole: they are never in memory)."""
     for chunk in chunks:
+        if isinstance(chunk, raw.FileRange):
+            yield chunk
+            continue
         view = memoryview(chunk).cast("B")
         for start in range(0, len(view), size):
             yield view[start : start + size]
@@ -91,7 +95,7 @@ class CkptWriter:
     def __enter__(self):
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_output(self.path, suffixes=self.suffixes))
-        self._file = self._stack.enter_context(open(self._tmp, "wb"))
+        self._file = self._stack.enter_context(open(self._tmp, "wb", buffering=0))
         return self
 
     def companion(self, suffix: str) -> Path:
@@ -112,7 +116,7 @@ class CkptWriter:
 
     def write_raw(self, name: str, dtype: str, shape, chunks) -> None:
         """Write one tensor from raw little-endian bytes of type `dtype` given as an
-        iterable of bytes-likes (consumed once, never held whole)."""
+        iterable of bytes-likes or `raw.FileRange`s (consumed once, never held whole)."""
         if name in self.names:
             raise MindsftError(f"{self.path}: tensor {name!r} written twice")
         shape = tuple(int(d) for d in shape)
@@ -127,9 +131,11 @@ class CkptWriter:
                             f"{self.path}: tensor {name!r} got more than {nbytes} bytes"
                         )
                     record_left = min(SLICE_BYTES, remaining)
-                    self._file.write(_record_header(name, tensor_type, shape, record_left))
+                    raw.write_piece(
+                        self._file, _record_header(name, tensor_type, shape, record_left)
+                    )
                 take = piece[:record_left]
-                self._file.write(take)
+                raw.write_piece(self._file, take)
                 piece = piece[len(take) :]
                 record_left -= len(take)
                 remaining -= len(take)
@@ -139,7 +145,7 @@ class CkptWriter:
                 f"got {nbytes - remaining}"
             )
         if nbytes == 0:
-            self._file.write(_record_header(name, tensor_type, shape, 0))
+            raw.write_piece(self._file, _record_header(name, tensor_type, shape, 0))
         self.names.append(name)
 
 

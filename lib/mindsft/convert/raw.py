@@ -6,6 +6,7 @@ bfloat16, so bfloat16 data stays raw `uint16` bits here; conversion to and from
 float32 is done on the bits (round to nearest even, as torch and MindSpore do).
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from mindsft.errors import MindsftError
 
-CHUNK_BYTES = 16 * 1024 * 1024  # read/convert/write granularity when streaming
+CHUNK_BYTES = 8 * 1024 * 1024  # read/convert/write granularity when streaming
 
 # safetensors code -> (MindSpore checkpoint tensor_type, numpy storage dtype)
 TYPES = {
@@ -59,7 +60,11 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bits (uint16), rounding to nearest even; NaN stays NaN."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
+    rounded = bits >> 16  # one temporary, updated in place
+    rounded &= 1
+    rounded += 0x7FFF
+    rounded += bits
+    rounded >>= 16
     out = rounded.astype(np.uint16)
     nan = np.isnan(x)
     if nan.any():
@@ -75,13 +80,55 @@ def convert_chunk(data, src: str, dst: str):
     if src not in FLOATS or dst not in FLOATS:
         raise MindsftError(f"cannot convert {src} tensors to {dst}")
     x = np.frombuffer(data, dtype=storage_dtype(src))
-    x = bf16_bits_to_f32(x) if src == "BF16" else x.astype(np.float32)
+    x = bf16_bits_to_f32(x) if src == "BF16" else x.astype(np.float32, copy=False)
     out = f32_to_bf16_bits(x) if dst == "BF16" else x.astype(storage_dtype(dst))
     return memoryview(out).cast("B")
 
 
 def nbytes_of(dtype: str, shape) -> int:
     return int(np.prod(shape, dtype=np.int64)) * itemsize(dtype)
+
+
+@dataclass
+class FileRange:
+    """A piece of a tensor still on disk: `nbytes` bytes of `path` at `offset`.
+    Writers copy it file to file in the kernel (copy_file_range), never through memory."""
+
+    path: Path
+    offset: int
+    nbytes: int
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __getitem__(self, item: slice) -> "FileRange":
+        start, stop, _ = item.indices(self.nbytes)
+        return FileRange(self.path, self.offset + start, max(stop - start, 0))
+
+
+def write_piece(out, piece) -> int:
+    """Write a bytes-like or a FileRange to the unbuffered binary file `out`;
+    returns the number of bytes written."""
+    if not isinstance(piece, FileRange):
+        view = memoryview(piece).cast("B")
+        done = 0
+        while done < len(view):
+            done += out.write(view[done:])
+        return done
+    with open(piece.path, "rb", buffering=0) as src:
+        done = 0
+        while done < piece.nbytes:
+            try:
+                n = os.copy_file_range(
+                    src.fileno(), out.fileno(), piece.nbytes - done, piece.offset + done
+                )
+            except OSError:  # a filesystem pair that cannot: copy through memory
+                src.seek(piece.offset + done)
+                n = write_piece(out, src.read(min(CHUNK_BYTES, piece.nbytes - done)))
+            if n == 0:
+                raise MindsftError(f"{piece.path}: truncated at byte {piece.offset + done}")
+            done += n
+    return done
 
 
 @dataclass
@@ -109,6 +156,10 @@ class FileTensor:
                         raise MindsftError(f"{self.path}: truncated inside tensor {self.name!r}")
                     left -= len(data)
                     yield data
+
+    def ranges(self):
+        """The bytes as FileRanges, for copying without reading them."""
+        return [FileRange(self.path, offset, n) for offset, n in self.parts]
 
     def read(self) -> np.ndarray:
         """The whole tensor as a numpy array (BF16 as raw uint16 bits)."""
@@ -151,6 +202,9 @@ class CastTensor:
         return self.src.shape
 
     def chunks(self, size: int = CHUNK_BYTES):
+        if self.src.dtype == self.dtype and hasattr(self.src, "ranges"):
+            yield from self.src.ranges()
+            return
         step = size // itemsize(self.src.dtype) * itemsize(self.src.dtype)
         for chunk in self.src.chunks(step):
             yield convert_chunk(chunk, self.src.dtype, self.dtype)

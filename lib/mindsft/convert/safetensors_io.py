@@ -76,13 +76,10 @@ def write_safetensors(path, tensors, metadata=None) -> None:
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
+    with open(path, "wb", buffering=0) as f:
+        raw.write_piece(f, struct.pack("<Q", len(blob)) + blob)
         for t in tensors:
-            written = 0
-            for chunk in t.chunks():
-                f.write(chunk)
-                written += memoryview(chunk).nbytes
+            written = sum(raw.write_piece(f, chunk) for chunk in t.chunks())
             begin, end = header[t.name]["data_offsets"]
             if written != end - begin:
                 raise MindsftError(
