@@ -4,7 +4,7 @@ import re
 import pytest
 from mindsft.cli import main
 from mindsft.convert.safetensors_io import read_header
-from mindsft.tiny import demo_records, make_tiny_model
+from mindsft.tiny import SYSTEM, demo_records, make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,8 @@ def test_tokenizer_follows_llama_conventions_and_covers_the_demo_text(tiny):
     assert sp.encode("1234", out_type=str)[-4:] == ["1", "2", "3", "4"]  # digits split
     text = "Reverse the order of the words."
     assert sp.decode(sp.encode(text)) == text
-    assert len(sp.encode(text)) < 12  # learned pieces, not bytes
+    assert len(sp.encode(text)) < 20  # learned pieces, not bytes
+    assert len(sp.encode(SYSTEM)) < 40  # the vicuna system prompt, 155 characters
     assert sp.decode(sp.encode("ünïcode ✓")) == "ünïcode ✓"
 
 

@@ -23,14 +23,11 @@ from mindsft.errors import MindsftError
 DEMO_FILE = "alpaca_demo.json"
 DEMO_RECORDS = 400
 # Vicuna v1.1 (FastChat), the template the qa preprocessing wraps records in: the
-# tokenizer learns its words so the demo sequences stay short.
-TEMPLATE_TEXT = [
-    (
-        "A chat between a curious user and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the user's questions."
-    ),
-    "USER: ASSISTANT:",
-]
+# tokenizer is trained on records so wrapped, so the demo sequences stay short.
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
 WORDS = str.split(
     "apple banana cherry grape lemon mango orange peach pear plum "
     "cat dog fish bird horse mouse tiger zebra lion sheep "
@@ -51,11 +48,11 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[(m.group(2) or "B").upper()]
 
 
-def _words(rng, lo=3, hi=6):
+def _words(rng, lo=2, hi=4):
     return [rng.choice(WORDS) for _ in range(rng.randint(lo, hi))]
 
 
-def _numbers(rng, lo=3, hi=6):
+def _numbers(rng, lo=3, hi=5):
     return [rng.randint(0, 99) for _ in range(rng.randint(lo, hi))]
 
 
@@ -108,7 +105,7 @@ def _capitalise(rng):
 
 
 def _count(rng):
-    w = _words(rng, 2, 8)
+    w = _words(rng, 1, 6)
     return "How many words are in the text?", " ".join(w), str(len(w))
 
 
@@ -268,7 +265,9 @@ def make_tiny_model(output_dir, **spec) -> Path:
     if (a.hidden_size // a.num_heads) % 2:
         raise MindsftError("--hidden_size / --num_heads must be even (rotary embeddings)")
     records = demo_records(a.seed)
-    lines = TEMPLATE_TEXT + [v for r in records for v in r.values() if v]
+    lines = [
+        f"{SYSTEM} USER: {r['instruction']}\n{r['input']} ASSISTANT: {r['output']}" for r in records
+    ]
     tokenizer = train_tokenizer(lines, a.vocab_size)
     config = hf_config(a)
     generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
