@@ -50,8 +50,7 @@ def run(args) -> int:
                 "--config is only used with --reversed (the HF folder has config.json)"
             )
         summary = convert_hf_to_ms(args.input_path, args.output_path, args.dtype or "fp32")
-    print(
-        f"wrote {summary['tensors']} tensors to {args.output_path}"
-        + (f" (skipped {len(summary['skipped'])}: not model weights)" if summary["skipped"] else "")
-    )
+    skipped = summary["skipped"]
+    note = f" (left out {len(skipped)}, e.g. {skipped[0]})" if skipped else ""
+    print(f"wrote {summary['tensors']} tensors to {args.output_path}{note}")
     return 0
