@@ -225,3 +225,39 @@ def test_wiki_paragraphs_are_cleaned_and_headings_dropped():
     cleaned = clean_wikitext(text)
     assert "1,000 km (long) road's end, here." in cleaned
     assert wiki_paragraphs(cleaned) == ["The 1,000 km (long) road's end, here.", "Last"]
+
+
+def test_split_tokenization_equals_whole_round_tokenization(alpaca_fixture, llama2_tokenizer):
+    """The fast path (system prompt tokenized once, then question and answer) gives
+    the ids of tokenizing each round and its instruction part whole (MindFormers'
+    way, checked against the REFERENCE above) - on the fixture and on seeded
+    adversarial turns: leading/trailing spaces, "▁", special-token strings,
+    combining marks, newlines, digits, CJK, the separators themselves."""
+    import random
+
+    from mindsft.data.alpaca import to_conversations
+    from mindsft.data.rows import qa_chunk
+    from mindsft.data.tokenizer import SentencePieceTokenizer
+
+    fragments = [
+        "word", " ", "  ", "\n", "\t", "▁", "<s>", "</s>", "<unk>", "\u0301", "é", "日本",
+        "42", "3.14", "'s", ":", "USER:", " ASSISTANT: ", "ASSISTANT:", "🦙", "(", ")", "-",
+    ]  # fmt: skip
+    rng = random.Random(0)
+
+    def text():
+        return "".join(rng.choice(fragments) for _ in range(rng.randint(0, 6)))
+
+    records = to_conversations(json.loads(alpaca_fixture.read_text())[:300])
+    for _ in range(400):
+        turns = [(H, text()), (G, text())] * rng.randint(1, 3)
+        records.append(conv(*turns))
+    fast = SentencePieceTokenizer(llama2_tokenizer)
+    whole = SentencePieceTokenizer(llama2_tokenizer)
+    whole.splits_at_spaces = False
+    assert fast.splits_at_spaces
+    for length in (513, 65):
+        a = qa_chunk(fast, records, 0, "mixed", length)
+        b = qa_chunk(whole, records, 0, "mixed", length)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        assert a[2] == b[2]

@@ -1,19 +1,10 @@
 """Conversation JSON (qa) or plain text (wiki) -> MindRecord, row for row what
-MindFormers' `llama_preprocess.py` writes, with a stats file beside it.
-
-qa rows (`input_ids`, `labels`, int32, seq_length + 1 long): the vicuna_v1.1 prompt is
-cut into rounds at `</s>`; `input_ids` is BOS, then each round's tokens followed by
-EOS, padded with the pad id (0) or truncated. `labels` copy `input_ids` with IGNORE
-(-100) on BOS, on each round's instruction part (everything up to " ASSISTANT:"),
-on everything after the last round, and on the whole row when the rounds do not
-account for every non-pad token (MindFormers' `cur_len != total_len` check, applied
-only to rows that were not truncated).
-
-wiki rows (`input_ids` only): paragraphs of the cleaned text, each tokenized with BOS
-and EOS, concatenated and cut into seq_length + 1 chunks; the short tail is dropped.
+MindFormers' `llama_preprocess.py` writes (rows.py builds the rows), with a stats
+file beside it: `<output_file>.stats.json`.
 
 Each piece of text is tokenized once, by SentencePiece's batch encoder, in
-`--workers` processes; rows are streamed to the writer in input order."""
+`--workers` processes; rows are streamed to MindSpore's FileWriter in input order,
+with a bounded number of tasks in flight. Outputs appear only when complete."""
 
 import collections
 import dataclasses
@@ -28,12 +19,11 @@ import numpy as np
 
 from mindsft.atomic import atomic_output
 from mindsft.data.alpaca import load_json_list
-from mindsft.data.template import ASSISTANT_SEP, ROUND_SEP, conversation_prompt
+from mindsft.data.rows import Stats, qa_chunk, wiki_chunk
 from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
 
-IGNORE_INDEX = -100
 MIN_SEQ_LENGTH = 16
 CHUNK_RECORDS = 512  # conversations per worker task
 CHUNK_PARAGRAPHS = 2048  # wiki paragraphs per worker task
@@ -44,109 +34,6 @@ SCHEMAS = {
     },
     "wiki": {"input_ids": {"type": "int32", "shape": [-1]}},
 }
-
-
-@dataclasses.dataclass
-class Stats:
-    """What a MindRecord holds, written beside it as `<output_file>.stats.json`."""
-
-    rows: int = 0
-    tokens: int = 0  # real (unpadded) tokens in the rows
-    trained_tokens: int = 0  # label positions that are not IGNORE (wiki: seq_length per row)
-    rows_truncated: int = 0  # rows longer than seq_length + 1, cut
-    rows_fully_masked: int = 0  # rows whose labels are all IGNORE
-    tokens_dropped: int = 0  # wiki: the tail shorter than one row
-
-    def add(self, other: "Stats") -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
-
-
-# ---- qa: conversations -> (input_ids, labels) rows
-
-
-def qa_texts(prompt: str) -> tuple:
-    """The rounds of a prompt (up to the first empty one) and the instruction part of
-    each round up to the first round that has no single " ASSISTANT: " split."""
-    rounds = []
-    for text in prompt.split(ROUND_SEP):
-        if text == "":
-            break
-        rounds.append(text)
-    instructions = []
-    for text in rounds:
-        parts = text.split(ASSISTANT_SEP)
-        if len(parts) != 2:
-            break
-        instructions.append(parts[0] + ASSISTANT_SEP)
-    return rounds, instructions
-
-
-def qa_row(round_ids: list, instruction_lens: list, length: int, tok) -> tuple:
-    """One qa row from the token ids of its rounds and the token counts of their
-    instruction parts; `length` is seq_length + 1. Returns (input_ids, labels, n_ids)."""
-    ids = [tok.bos_id]
-    for r in round_ids:
-        ids += r
-        ids.append(tok.eos_id)
-    n = len(ids)
-    input_ids = np.full(length, tok.pad_id, dtype=np.int32)
-    input_ids[: min(n, length)] = ids[:length]
-    labels = input_ids.copy()
-    labels[0] = IGNORE_INDEX
-    cur = 1
-    for r, inst_len in zip(round_ids, instruction_lens):
-        # the instruction part tokenized alone ends in a lone "▁" that the round
-        # merges into its answer: one token fewer is masked
-        labels[cur : cur + inst_len - 1] = IGNORE_INDEX
-        cur += len(r) + 1
-    labels[cur:] = IGNORE_INDEX
-    if cur < length and cur != n - ids.count(tok.pad_id):
-        labels[:] = IGNORE_INDEX
-    return input_ids, labels, n
-
-
-def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
-    """Rows for records[start:start + len(records)] of `source`: stacked int32
-    arrays (n, length) for input_ids and labels, and their Stats."""
-    texts, layout = [], []
-    for k, record in enumerate(records):
-        where = f"{source}: record {start + k}"
-        if not isinstance(record, dict) or "conversations" not in record:
-            raise MindsftError(f"{where}: expected an object with 'conversations'")
-        if "id" in record:
-            where += f" (id {record['id']!r})"
-        rounds, instructions = qa_texts(conversation_prompt(record["conversations"], where))
-        layout.append((len(texts), len(rounds), len(instructions)))
-        texts += rounds
-        texts += instructions
-    encoded = tok.encode_batch(texts)
-    input_ids = np.empty((len(records), length), dtype=np.int32)
-    labels = np.empty_like(input_ids)
-    stats = Stats(rows=len(records))
-    for k, (at, n_rounds, n_inst) in enumerate(layout):
-        round_ids = encoded[at : at + n_rounds]
-        inst_lens = [len(x) for x in encoded[at + n_rounds : at + n_rounds + n_inst]]
-        input_ids[k], labels[k], n = qa_row(round_ids, inst_lens, length, tok)
-        stats.tokens += min(n, length)
-        stats.rows_truncated += n > length
-    trained = np.count_nonzero(labels != IGNORE_INDEX, axis=1)
-    stats.trained_tokens = int(trained.sum())
-    stats.rows_fully_masked = int(np.count_nonzero(trained == 0))
-    return input_ids, labels, stats
-
-
-# ---- wiki: paragraphs -> one token stream
-
-
-def wiki_chunk(tok, paragraphs: list) -> np.ndarray:
-    """The concatenated ids of the paragraphs, each as BOS + text + EOS."""
-    out = []
-    for ids in tok.encode_batch(paragraphs):
-        out.append(tok.bos_id)
-        out += ids
-        out.append(tok.eos_id)
-    return np.asarray(out, dtype=np.int32)
 
 
 # ---- workers: tasks in input order, a bounded number in flight

@@ -17,6 +17,11 @@ _conv = _template()
 ROLES = dict(zip(SPEAKERS, _conv.roles))  # human -> USER, gpt -> ASSISTANT
 ROUND_SEP = _conv.sep2  # ends each assistant turn: "</s>"
 ASSISTANT_SEP = _conv.sep + _conv.roles[1] + ": "  # " ASSISTANT: ", ends the instruction part
+# how rounds begin: the first with the system prompt, "USER:", the later ones with "USER:"
+USER_PREFIX = _conv.roles[0] + ":"
+SYSTEM_PREFIX = (
+    _conv.system_template.format(system_message=_conv.system_message) + _conv.sep + USER_PREFIX
+)
 del _conv
 
 

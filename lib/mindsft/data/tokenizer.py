@@ -47,6 +47,9 @@ class SentencePieceTokenizer:
         # longest first, so that at one position the longest special string wins
         alternatives = sorted(specials, key=len, reverse=True)
         self._special_re = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+        self._specials_at_start = tuple(alternatives)
+        self.splits_at_spaces = self._splits_at_spaces()
+        self._cache = {}
 
     def __getstate__(self):
         # a worker process rebuilds the processor from the file
@@ -54,6 +57,42 @@ class SentencePieceTokenizer:
 
     def __setstate__(self, state):
         self.__init__(state["model_file"])
+
+    def _splits_at_spaces(self) -> bool:
+        """True when T(A + " " + B) == T(A) + T(B) for any A ending in a non-space and
+        B starting with one (T with the dummy prefix): a BPE model that normalizes by
+        identity, keeps spaces as they are, adds the dummy prefix, and has no piece
+        where "▁" follows another character - so no merge crosses such a space."""
+        try:
+            from sentencepiece import sentencepiece_model_pb2
+        except ImportError:  # protobuf missing: tokenize every piece whole
+            return False
+        model = sentencepiece_model_pb2.ModelProto.FromString(self.sp.serialized_model_proto())
+        norm, trainer = model.normalizer_spec, model.trainer_spec
+        bpe = sentencepiece_model_pb2.TrainerSpec.ModelType.BPE
+        normal = sentencepiece_model_pb2.ModelProto.SentencePiece.Type.NORMAL
+        return (
+            trainer.model_type == bpe
+            and norm.name == "identity"
+            and norm.add_dummy_prefix
+            and norm.escape_whitespaces
+            and not norm.remove_extra_whitespaces
+            and not trainer.treat_whitespace_as_suffix
+            and not any(p.type == normal and "▁" in p.piece.lstrip("▁") for p in model.pieces)
+            and not any(
+                p.type == sentencepiece_model_pb2.ModelProto.SentencePiece.Type.USER_DEFINED
+                for p in model.pieces
+            )
+        )
+
+    def starts_with_special(self, text: str) -> bool:
+        return text.startswith(self._specials_at_start)
+
+    def cached_ids(self, text: str) -> list:
+        """Ids of a text that recurs in every record (a prompt prefix), computed once."""
+        if text not in self._cache:
+            self._cache[text] = self.encode_batch([text])[0]
+        return self._cache[text]
 
     def sha256(self) -> str:
         return file_sha256(self.model_file)

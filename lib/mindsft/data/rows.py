@@ -1,0 +1,172 @@
+"""MindRecord rows from conversations (qa) and from text (wiki), as MindFormers'
+`llama_preprocess.py` builds them, and the statistics of what was built.
+
+qa: the vicuna_v1.1 prompt is cut into rounds at `</s>` (up to the first empty
+one); `input_ids` is BOS, then each round's tokens followed by EOS, padded with the
+pad id or truncated to seq_length + 1. `labels` copy `input_ids` with IGNORE on BOS,
+on each round's instruction part, on everything after the last round that splits
+once at " ASSISTANT: ", and on the whole row when those rounds do not account for
+every non-pad token (MindFormers' `cur_len != total_len`, checked only on rows that
+were not truncated). MindFormers masks `len(tokenize(instruction + " ASSISTANT: ")) - 1`
+tokens of a round: its instruction part ends in a lone "▁" token that the full round
+merges into the answer.
+
+Each text is tokenized once. Where the tokenizer segments independently on the two
+sides of a space that follows a non-space (`splits_at_spaces`), a round
+`P + " " + H + " ASSISTANT: " + Y` (P = the system prompt and "USER:", or "USER:")
+is tokenized as T(P) + T(H + " ASSISTANT:") + T(Y), with T(P) computed once, and the
+instruction length is the length of the first two; otherwise the round and its
+instruction part are each tokenized whole."""
+
+import dataclasses
+
+import numpy as np
+
+from mindsft.data.template import (
+    ASSISTANT_SEP,
+    ROUND_SEP,
+    SYSTEM_PREFIX,
+    USER_PREFIX,
+    conversation_prompt,
+)
+from mindsft.errors import MindsftError
+
+IGNORE_INDEX = -100
+ASSISTANT_END = ASSISTANT_SEP.rstrip(" ")  # " ASSISTANT:"
+
+
+@dataclasses.dataclass
+class Stats:
+    """What a MindRecord holds, written beside it as `<output_file>.stats.json`."""
+
+    rows: int = 0
+    tokens: int = 0  # real (unpadded) tokens in the rows
+    trained_tokens: int = 0  # label positions that are not IGNORE (wiki: seq_length per row)
+    rows_truncated: int = 0  # rows longer than seq_length + 1, cut
+    rows_fully_masked: int = 0  # rows whose labels are all IGNORE
+    tokens_dropped: int = 0  # wiki: the tail shorter than one row
+
+    def add(self, other: "Stats") -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+# ---- qa
+
+
+def prompt_rounds(prompt: str) -> list:
+    """MindFormers' rounds: the prompt cut at `</s>`, up to the first empty piece."""
+    rounds = []
+    for text in prompt.split(ROUND_SEP):
+        if text == "":
+            break
+        rounds.append(text)
+    return rounds
+
+
+def _starts_plainly(text: str, tok) -> bool:
+    """Non-empty, and neither whitespace nor a special-token string at its start."""
+    return (
+        bool(text)
+        and not text[0].isspace()
+        and text[0] != "▁"
+        and not tok.starts_with_special(text)
+    )
+
+
+class _RoundPlan:
+    """The texts one round needs tokenized, and how its ids and its instruction
+    length are put together from their tokens."""
+
+    def __init__(self, text: str, instructed: bool, tok):
+        self.prefix = None
+        if not instructed:  # after MindFormers' loop stopped: ids only
+            self.texts = [text]
+            return
+        instruction, answer = text.split(ASSISTANT_SEP)
+        if tok.splits_at_spaces and _starts_plainly(answer, tok):
+            for prefix in (SYSTEM_PREFIX, USER_PREFIX):
+                human = instruction[len(prefix) + 1 :]
+                if instruction.startswith(prefix + " ") and _starts_plainly(human, tok):
+                    self.prefix = prefix
+                    self.texts = [human + ASSISTANT_END, answer]
+                    return
+        self.texts = [text, instruction + ASSISTANT_SEP]
+
+    def assemble(self, encoded: list, tok) -> tuple:
+        """(round ids, masked instruction length or None)."""
+        if self.prefix is not None:
+            head = tok.cached_ids(self.prefix)
+            human, answer = encoded
+            return head + human + answer, len(head) + len(human)
+        if len(encoded) == 1:
+            return encoded[0], None
+        return encoded[0], len(encoded[1]) - 1
+
+
+def record_plans(record, where: str, tok) -> list:
+    if not isinstance(record, dict) or "conversations" not in record:
+        raise MindsftError(f"{where}: expected an object with 'conversations'")
+    if "id" in record:
+        where += f" (id {record['id']!r})"
+    plans, instructed = [], True
+    for text in prompt_rounds(conversation_prompt(record["conversations"], where)):
+        instructed = instructed and text.count(ASSISTANT_SEP) == 1
+        plans.append(_RoundPlan(text, instructed, tok))
+    return plans
+
+
+def qa_row(rounds: list, length: int, tok) -> tuple:
+    """One row from its rounds' (ids, instruction length or None); `length` is
+    seq_length + 1. Returns (input_ids, labels, unpadded length)."""
+    ids = [tok.bos_id]
+    for round_ids, _ in rounds:
+        ids += round_ids
+        ids.append(tok.eos_id)
+    n = len(ids)
+    input_ids = np.full(length, tok.pad_id, dtype=np.int32)
+    input_ids[: min(n, length)] = ids[:length]
+    labels = input_ids.copy()
+    labels[0] = IGNORE_INDEX
+    cur = 1
+    for round_ids, instruction_len in rounds:
+        if instruction_len is None:
+            break
+        labels[cur : cur + instruction_len] = IGNORE_INDEX
+        cur += len(round_ids) + 1
+    labels[cur:] = IGNORE_INDEX
+    if cur < length and cur != n - ids.count(tok.pad_id):
+        labels[:] = IGNORE_INDEX
+    return input_ids, labels, n
+
+
+def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
+    """Rows for records[start:start + len(records)] of `source`: int32 arrays
+    (n, length) of input_ids and labels, and their Stats."""
+    plans = [record_plans(r, f"{source}: record {start + k}", tok) for k, r in enumerate(records)]
+    encoded = iter(tok.encode_batch([t for rounds in plans for plan in rounds for t in plan.texts]))
+    input_ids = np.empty((len(records), length), dtype=np.int32)
+    labels = np.empty_like(input_ids)
+    stats = Stats(rows=len(records))
+    for k, rounds in enumerate(plans):
+        parts = [plan.assemble([next(encoded) for _ in plan.texts], tok) for plan in rounds]
+        input_ids[k], labels[k], n = qa_row(parts, length, tok)
+        stats.tokens += min(n, length)
+        stats.rows_truncated += n > length
+    trained = np.count_nonzero(labels != IGNORE_INDEX, axis=1)
+    stats.trained_tokens = int(trained.sum())
+    stats.rows_fully_masked = int(np.count_nonzero(trained == 0))
+    return input_ids, labels, stats
+
+
+# ---- wiki
+
+
+def wiki_chunk(tok, paragraphs: list) -> np.ndarray:
+    """The concatenated ids of the paragraphs, each as BOS + text + EOS."""
+    out = []
+    for ids in tok.encode_batch(paragraphs):
+        out.append(tok.bos_id)
+        out += ids
+        out.append(tok.eos_id)
+    return np.asarray(out, dtype=np.int32)
