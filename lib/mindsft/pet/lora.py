@@ -148,7 +148,7 @@ def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
     """Replace each targeted Dense by a LoraDense in place, keep every existing
     parameter name, and return the wrapped paths. A is seeded by (seed, order)."""
     targets = select_targets(net, cfg.target_modules)
-    key = Parameter(Tensor(0, ms.int64), name=DROPOUT_KEY, requires_grad=False)
+    key = Parameter(Tensor([0], ms.int64), name=DROPOUT_KEY, requires_grad=False)
     rng = np.random.default_rng(seed)
     for salt, path in enumerate(targets):
         parent_path, _, attr = path.rpartition(".")
@@ -175,7 +175,7 @@ def set_dropout_key(net: nn.Cell, key: int) -> None:
     """Set the counter that selects this micro-step's dropout masks."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, LoraDense):
-            cell.lora_dropout_key.set_data(Tensor(int(key) & 0x7FFFFFFF, ms.int64))
+            cell.lora_dropout_key.set_data(Tensor([int(key) & 0x7FFFFFFF], ms.int64))
             return
 
 

@@ -15,9 +15,13 @@ from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
 
 
 class TrainStep:
-    """Callables `fused(input_ids, labels, lr)` (one micro-batch per step) and
-    `micro(input_ids, labels)` + `apply(lr)` (gradient accumulation); each returns
-    or leaves (loss_sum, token_count, grad_norm) as float32 tensors."""
+    """Callables `fused(input_ids, labels, key, lr)` (one micro-batch per step) and
+    `micro(input_ids, labels, key)` + `apply(lr)` (gradient accumulation); each
+    returns or leaves (loss_sum, token_count, grad_norm) as float32 tensors.
+
+    `key` (int64, shape (1,)) is written into `dropout_key` inside the compiled
+    step: a Parameter changed from outside with set_data is not seen by a graph
+    already compiled."""
 
     def __init__(
         self,
@@ -30,11 +34,13 @@ class TrainStep:
         max_grad_norm=None,
         world_size=1,
         accumulate=False,
+        dropout_key=None,
         jit=True,
     ):
         self.net, self.optimizer, self.params = net, optimizer, list(params)
         self.pad, self.ignore = pad_token_id, ignore_index
         self.max_grad_norm = max_grad_norm
+        self.dropout_key = dropout_key
         self.all_reduce = ops.AllReduce() if world_size > 1 else None
         self.grad_fn = ms.value_and_grad(self._loss_sum, None, weights=self.params, has_aux=True)
         self.acc = ms.ParameterTuple(  # gradient sums, only when accumulating
@@ -72,11 +78,17 @@ class TrainStep:
         self.optimizer(grads, lr)
         return loss_sum, count, norm
 
-    def _fused(self, input_ids, labels, lr):
+    def _set_key(self, key):
+        if self.dropout_key is not None:
+            ops.assign(self.dropout_key, key)
+
+    def _fused(self, input_ids, labels, key, lr):
+        self._set_key(key)
         (loss_sum, count), grads = self.grad_fn(input_ids, labels)
         return self._finish(grads, loss_sum, count, lr)
 
-    def _micro(self, input_ids, labels):
+    def _micro(self, input_ids, labels, key):
+        self._set_key(key)
         (loss_sum, count), grads = self.grad_fn(input_ids, labels)
         for acc, g in zip(self.acc, grads):
             ops.assign_add(acc, ops.cast(g, ms.float32))

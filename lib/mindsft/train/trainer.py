@@ -23,7 +23,7 @@ from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
 from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
-from mindsft.pet.lora import DROPOUT_KEY, count_params, freeze_base, inject_lora, set_dropout_key
+from mindsft.pet.lora import DROPOUT_KEY, count_params, freeze_base, inject_lora
 from mindsft.train import checkpoint
 from mindsft.train.config import FinetuneConfig
 from mindsft.train.optim import AdamWeightDecay, learning_rate
@@ -138,6 +138,7 @@ class Trainer:
             max_grad_norm=tc.max_grad_norm,
             world_size=self.world,
             accumulate=accumulate,
+            dropout_key=next((p for p in self.net.get_parameters() if p.name == DROPOUT_KEY), None),
             jit=tc.jit,
         )
 
@@ -250,13 +251,13 @@ class Trainer:
         lr_t = ms.Tensor(lr, ms.float32)
         for j in range(accum):
             batch = next(batches)
-            if self.cfg.lora is not None and self.cfg.lora.lora_dropout > 0:
-                key = ((self.cfg.train.seed * 1000003 + gstep) * accum + j) * self.world + self.rank
-                set_dropout_key(self.net, key)
+            # dropout masks: a function of (seed, step, micro-batch, rank) only
+            key = ((self.cfg.train.seed * 1000003 + gstep) * accum + j) * self.world + self.rank
+            key_t = ms.Tensor([key & 0x7FFFFFFF], ms.int64)
             ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
             if accum == 1:
-                return self.step_fn.fused(ids, labels, lr_t)
-            self.step_fn.micro(ids, labels)
+                return self.step_fn.fused(ids, labels, key_t, lr_t)
+            self.step_fn.micro(ids, labels, key_t)
         return self.step_fn.apply(lr_t)
 
     def _open_log(self, done: int):

@@ -1,0 +1,212 @@
+"""The training loop on a tiny Llama and real Alpaca records: learning, frozen
+base weights under LoRA, accumulation == larger batch, exact resume, NaN stop,
+loss log and checkpoint layout, and one-line errors for bad input."""
+
+import shutil
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindsft.cli import main
+from mindsft.errors import MindsftError
+from mindsft.pet.lora import is_lora_param
+from mindsft.train import checkpoint
+from mindsft.train.config import load_finetune_config
+from mindsft.train.trainer import RunPaths, Trainer
+from test_train_support import (
+    SEQ,
+    cli_env,
+    finetune_yaml,
+    make_base_checkpoint,
+    make_mindrecord,
+    read_losses,
+)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, alpaca_fixture, llama2_tokenizer):
+    d = tmp_path_factory.mktemp("train")
+    make_base_checkpoint(d / "base.ckpt")
+    make_mindrecord(d / "data.mindrecord", alpaca_fixture, llama2_tokenizer, rows=16)
+    return d
+
+
+def run(workdir, name, resume=False, **yaml_kwargs):
+    cfg = load_finetune_config(finetune_yaml(workdir / f"{name}.yaml", **yaml_kwargs))
+    paths = RunPaths(
+        str(workdir / "data.mindrecord"), str(workdir / "base.ckpt"), str(workdir / name)
+    )
+    trainer = Trainer(cfg, paths)
+    trainer.setup()
+    if resume:
+        trainer.resume()
+    trainer.train()
+    return trainer
+
+
+def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger_batch(workdir):
+    kwargs = {
+        "epochs": 2,
+        "lr": 1e-2,
+        "schedule": "CosineWithWarmUpLR",
+        "warmup_steps": 2,
+        "keep_max": 2,
+    }
+    small = run(workdir, "acc_small", batch_size=2, accumulation=2, **kwargs)
+    big = run(workdir, "acc_big", batch_size=4, accumulation=1, **kwargs)
+    records, big_records = read_losses(workdir / "acc_small"), read_losses(workdir / "acc_big")
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert set(records[0]) == {
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "tokens_per_s",
+        "elapsed",
+    }
+    assert records[0]["lr"] == 0.0 and records[2]["lr"] == pytest.approx(1e-2)
+    assert records[-1]["epoch"] == 2 and records[0]["tokens"] == 4 * SEQ
+    first, last = records[0]["loss"], np.mean([r["loss"] for r in records[-3:]])
+    assert last < first - 1.0, (first, last)
+    # token-weighted accumulation: the same loss, gradient and update as one batch of 4
+    np.testing.assert_allclose(
+        [r["loss"] for r in records], [r["loss"] for r in big_records], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [r["grad_norm"] for r in records], [r["grad_norm"] for r in big_records], rtol=1e-4
+    )
+    for p, q in zip(big.net.get_parameters(), small.net.get_parameters()):
+        # Adam divides by sqrt(v): float-order noise in near-zero gradients shows up at ~1e-4
+        np.testing.assert_allclose(p.asnumpy(), q.asnumpy(), rtol=1e-3, atol=5e-4)
+    names = [p.name for p in checkpoint.list_checkpoints(workdir / "acc_small", 0)]
+    assert names == ["tiny_rank_0-2_2.ckpt", "tiny_rank_0-2_4.ckpt"]  # every 2 steps, newest 2 kept
+    stored = ms.load_checkpoint(str(small.last_checkpoint))
+    assert (
+        "adam_m.model.layers.0.attention.wq.weight" in stored
+        and int(stored["global_step"].asnumpy()) == 8
+    )
+
+
+def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_loss(workdir):
+    kwargs = {
+        "lora": {"lora_dropout": 0.1},
+        "epochs": 2,
+        "lr": 2e-2,
+        "schedule": "CosineWithWarmUpLR",
+    }
+    kwargs["warmup_steps"] = 3
+    trainer = run(workdir, "straight", save_steps=3, **kwargs)
+    base = ms.load_checkpoint(str(workdir / "base.ckpt"))
+    moved = 0
+    for p in trainer.net.get_parameters():
+        if p.name in base:
+            assert np.array_equal(p.asnumpy(), base[p.name].asnumpy()), p.name
+        elif is_lora_param(p.name):
+            moved += "lora_b" in p.name and bool(p.asnumpy().any())
+    assert moved == 8  # every B of 2 layers x 4 targets has moved off zero
+    saved = ms.load_checkpoint(str(trainer.last_checkpoint))
+    assert not any(
+        n.startswith("model.") and not is_lora_param(n) for n in saved
+    )  # LoRA weights only
+
+    straight = read_losses(workdir / "straight")
+    # a run that died after step 10: its newest complete checkpoint is after step 9
+    shutil.copytree(workdir / "straight", workdir / "killed")
+    for ckpt in checkpoint.list_checkpoints(workdir / "killed", 0):
+        if ckpt.name not in (
+            "tiny_rank_0-1_3.ckpt",
+            "tiny_rank_0-1_6.ckpt",
+            "tiny_rank_0-2_1.ckpt",
+        ):
+            ckpt.unlink()
+    log = workdir / "killed" / "loss.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:10]))
+    resumed_trainer = run(workdir, "killed", resume=True, save_steps=3, **kwargs)
+    assert resumed_trainer.last_checkpoint.name == "tiny_rank_0-2_8.ckpt"
+    resumed = read_losses(workdir / "killed")
+    assert [r["step"] for r in resumed] == list(range(1, 17))
+    assert [r["loss"] for r in resumed[9:]] == [r["loss"] for r in straight[9:]]
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in straight]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir):
+    with pytest.raises(
+        MindsftError,
+        match=r"step (\d+): loss is (nan|inf).*last good checkpoint: .*tiny_rank_0-1_\d\.ckpt",
+    ):
+        run(workdir, "nan", lr=1e30, clip=False, save_steps=1)
+    kept = checkpoint.list_checkpoints(workdir / "nan", 0)
+    assert kept
+    losses = [r["loss"] for r in read_losses(workdir / "nan")]
+    assert all(np.isfinite(losses)) and len(kept) == len(losses)
+
+
+def cli(workdir, capsys, *extra, yaml_name="bad.yaml", **yaml_kwargs):
+    yaml_path = finetune_yaml(workdir / yaml_name, **yaml_kwargs)
+    argv = [
+        "finetune",
+        "--config",
+        str(yaml_path),
+        "--train_dataset_dir",
+        str(workdir / "data.mindrecord"),
+    ]
+    argv += [
+        "--load_checkpoint",
+        str(workdir / "base.ckpt"),
+        "--output_dir",
+        str(workdir / "bad"),
+        *extra,
+    ]
+    rc = main(argv)
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("mindsft finetune: error:")
+    ]
+    return rc, err
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(workdir, capsys, tmp_path):
+    rc, err = cli(workdir, capsys, "--use_parallel", "True")
+    assert rc == 2 and len(err) == 1 and "needs msrun" in err[0]
+
+    short = make_base_checkpoint(tmp_path / "short.ckpt")
+    stored = ms.load_checkpoint(str(short))
+    del stored["model.layers.1.ffn_norm.weight"], stored["lm_head.weight"]
+    ms.save_checkpoint(
+        [{"name": n, "data": p} for n, p in stored.items()], str(workdir / "base_short.ckpt")
+    )
+    yaml_path = finetune_yaml(workdir / "ok.yaml")
+    argv = [
+        "finetune",
+        "--config",
+        str(yaml_path),
+        "--train_dataset_dir",
+        str(workdir / "data.mindrecord"),
+    ]
+    argv += [
+        "--load_checkpoint",
+        str(workdir / "base_short.ckpt"),
+        "--output_dir",
+        str(workdir / "bad"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "missing 2 parameter(s)" in err and "lm_head.weight" in err and "ffn_norm" in err
+
+    raw = (workdir / "ok.yaml").read_text().replace("seq_length: 32", "seq_length: 64")
+    (workdir / "seq.yaml").write_text(raw)
+    argv[2], argv[6] = str(workdir / "seq.yaml"), str(workdir / "base.ckpt")
+    assert main(argv) == 2
+    assert (
+        "dataset seq_length 32 differs from the config's seq_length 64" in capsys.readouterr().err
+    )
+
+    raw = (workdir / "ok.yaml").read_text().replace("FP32StateAdamWeightDecay", "SGDish")
+    (workdir / "opt.yaml").write_text(raw)
+    argv[2] = str(workdir / "opt.yaml")
+    assert main(argv) == 2
+    assert "optimizer.type 'SGDish' is unknown" in capsys.readouterr().err
+    assert cli_env()["PATH"]  # the helper used by the msrun tests builds
