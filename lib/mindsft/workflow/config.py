@@ -1,0 +1,103 @@
+"""Checks on config/config.yaml that a JSON schema cannot express (references
+between sections), and the finetune YAML a run actually trains with."""
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from mindsft.atomic import atomic_output
+from mindsft.errors import MindsftError
+
+
+def check_config(config: dict, root) -> None:
+    """Raise MindsftError naming the key when a run, dataset or demo entry
+    refers to something that is not there."""
+    models, datasets, runs = config["models"], config["datasets"], config["runs"]
+    for name, ds in datasets.items():
+        tiny = ds.get("tiny_model")
+        if tiny is not None and "tiny" not in models.get(tiny, {}):
+            raise MindsftError(
+                f"config: datasets.{name}.tiny_model: {tiny!r} is not a model with `tiny:`"
+                f" (models: {', '.join(models)})"
+            )
+    for name, run in runs.items():
+        for key, known in (("model", models), ("dataset", datasets)):
+            if run[key] not in known:
+                raise MindsftError(
+                    f"config: runs.{name}.{key}: {run[key]!r} is not defined"
+                    f" (known: {', '.join(known)})"
+                )
+        if not (Path(root) / run["finetune_config"]).is_file():
+            raise MindsftError(
+                f"config: runs.{name}.finetune_config: {run['finetune_config']} does not exist"
+            )
+    for name in config["demo_runs"]:
+        if name not in runs:
+            raise MindsftError(
+                f"config: demo_runs: {name!r} is not a run (runs: {', '.join(runs)})"
+            )
+
+
+def set_dotted(tree: dict, dotted: str, value, *, source: str) -> None:
+    """Set `a.b.c` in a nested dict; every parent key must already exist, so a
+    typo is an error rather than a silently ignored new key."""
+    node = tree
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            where = ".".join(parts[: i + 1])
+            raise MindsftError(f"{source}: override {dotted!r}: {where!r} is not a section")
+        node = node[part]
+    if parts[-1] not in node:
+        raise MindsftError(f"{source}: override {dotted!r}: no such key in the finetune YAML")
+    node[parts[-1]] = value
+
+
+def resolve_finetune_yaml(src, seq_length: int, overrides: dict) -> dict:
+    """The finetune YAML `src` with the run's seq_length and overrides applied."""
+    src = Path(src)
+    try:
+        tree = yaml.safe_load(src.read_text())
+    except yaml.YAMLError as exc:
+        raise MindsftError(f"{src}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(tree, dict) or not isinstance(
+        tree.get("model", {}).get("model_config"), dict
+    ):
+        raise MindsftError(f"{src}: no model.model_config section")
+    tree = copy.deepcopy(tree)
+    tree["model"]["model_config"]["seq_length"] = seq_length
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value, source=str(src))
+    return tree
+
+
+def write_resolved_yaml(src, out, seq_length: int, overrides: dict) -> None:
+    """Write the resolved finetune YAML (see resolve_finetune_yaml) atomically."""
+    tree = resolve_finetune_yaml(src, seq_length, overrides)
+    with atomic_output(out) as tmp:
+        Path(tmp).write_text(
+            f"# resolved from {src} by the mindsft workflow\n"
+            + yaml.safe_dump(tree, sort_keys=False)
+        )
+
+
+def write_config(config: dict, out) -> None:
+    """Write the validated workflow config (schema defaults filled in) as YAML."""
+    with atomic_output(out) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(dict(config), sort_keys=False))
+
+
+def schema_error(config: dict, schema_path) -> str:
+    """One line naming the config key that breaks the schema (the best match of
+    jsonschema's errors), or '' when the config is valid."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(config)
+    )
+    if error is None:
+        return ""
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"config: {where}: {error.message}"

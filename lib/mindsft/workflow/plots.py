@@ -1,0 +1,127 @@
+"""Figures and tables for the Snakemake report (matplotlib, Agg backend)."""
+
+import csv
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from mindsft.atomic import atomic_output
+from mindsft.errors import MindsftError
+
+
+def read_jsonl(path) -> list:
+    """Records of a JSON-lines file; an empty file is an error naming it."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        raise MindsftError(f"{path}: no records")
+    return rows
+
+
+def _save(fig, out) -> None:
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format=Path(out).suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _write_html(out, title: str, body: str) -> None:
+    with atomic_output(out) as tmp:
+        Path(tmp).write_text(
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            "</title><style>body{font-family:sans-serif} td,th{padding:2px 8px;"
+            "border-bottom:1px solid #ddd;text-align:right} pre{white-space:pre-wrap}"
+            f"</style></head><body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
+        )
+
+
+def _table(header: list, rows: list) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def plot_loss(loss_jsonl, out, title: str) -> None:
+    """Training loss per step (and the learning rate on a second axis)."""
+    rows = read_jsonl(loss_jsonl)
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [r["loss"] for r in rows], marker=".", label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}: training loss")
+    if all("lr" in r for r in rows):
+        lr = ax.twinx()
+        lr.plot(steps, [r["lr"] for r in rows], color="tab:orange", alpha=0.6, label="lr")
+        lr.set_ylabel("learning rate", color="tab:orange")
+    _save(fig, out)
+
+
+def plot_eval(base_json, tuned_json, out, title: str) -> None:
+    """Eval loss before and after fine-tuning, perplexity written on the bars."""
+    metrics = [json.loads(Path(p).read_text()) for p in (base_json, tuned_json)]
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    bars = ax.bar(["base", "fine-tuned"], [m["loss"] for m in metrics],
+                  color=["tab:gray", "tab:blue"])
+    for bar, m in zip(bars, metrics):
+        ax.annotate(f"ppl {m['perplexity']:.2f}", (bar.get_x() + bar.get_width() / 2,
+                    bar.get_height()), ha="center", va="bottom")
+    ax.set_ylabel("eval loss (held-out split)")
+    ax.set_title(f"{title}: {metrics[1].get('tokens', '?')} eval tokens")
+    _save(fig, out)
+
+
+def samples_html(samples_json, out, title: str) -> None:
+    """The prompts and the fine-tuned model's greedy answers."""
+    samples = json.loads(Path(samples_json).read_text())
+    body = "".join(
+        f"<h4>{html.escape(s['prompt'])}</h4><pre>{html.escape(s['completion'])}</pre>"
+        for s in samples
+    )
+    _write_html(out, f"{title}: sample generations", body or "<p>no prompts configured</p>")
+
+
+def stats_html(stats_files: list, out) -> None:
+    """One row per MindRecord: rows, tokens, trained tokens, truncated, masked."""
+    stats = [(p, json.loads(Path(p).read_text())) for p in stats_files]
+    keys = list(dict.fromkeys(k for _, s in stats for k in s if not isinstance(s[k], dict)))
+    rows = [[Path(p).parent.parent.name + "/" + Path(p).parent.name + "/"
+             + Path(p).name.removesuffix(".mindrecord.stats.json")]
+            + [s.get(k, "") for k in keys] for p, s in stats]
+    _write_html(out, "MindRecord statistics", _table(["dataset/split/model_seq", *keys], rows))
+
+
+def read_benchmark(path) -> dict:
+    """Snakemake's benchmark TSV (first repeat): seconds, max_rss (MB), ..."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows:
+        raise MindsftError(f"{path}: empty benchmark file")
+    return rows[0]
+
+
+def benchmarks_report(bench_files: list, table_out, plot_out) -> None:
+    """Wall time and peak RSS per stage: an HTML table and a bar chart."""
+    stages = []
+    for path in bench_files:
+        b = read_benchmark(path)
+        name = f"{Path(path).parent.name}/{Path(path).stem}"
+        rss = b.get("max_rss", "NA")
+        stages.append((name, float(b["s"]), float(rss) if rss not in ("NA", "-") else 0.0,
+                       b.get("cpu_time", "")))
+    header = ["stage", "wall s", "peak RSS MB", "cpu s"]
+    rows = [[n, f"{s:.2f}", f"{m:.0f}", c] for n, s, m, c in stages]
+    _write_html(table_out, "Runtime and peak memory per stage", _table(header, rows))
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 0.35 * len(stages) + 1.5), sharey=True)
+    names = [s[0] for s in stages]
+    ax_t.barh(names, [s[1] for s in stages])
+    ax_t.set_xlabel("wall time (s)")
+    ax_m.barh(names, [s[2] for s in stages], color="tab:green")
+    ax_m.set_xlabel("peak RSS (MB)")
+    ax_t.invert_yaxis()
+    _save(fig, plot_out)

@@ -1,0 +1,80 @@
+# alpaca JSON -> held-out split -> conversation JSON -> MindRecord (+ .db, stats).
+
+
+rule download_dataset:
+    output:
+        "resources/data/{dataset}.json",
+    log:
+        "logs/download_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/download_dataset/{dataset}.tsv"
+    params:
+        url=lambda w: DATASETS[w.dataset]["url"],
+        sha256=lambda w: DATASETS[w.dataset].get("sha256"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/download_dataset.py"
+
+
+rule split_dataset:
+    input:
+        unpack(dataset_input),
+    output:
+        train="results/data/{dataset}/train/alpaca.json",
+        eval="results/data/{dataset}/eval/alpaca.json",
+    log:
+        "logs/split_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/split_dataset/{dataset}.tsv"
+    params:
+        alpaca=lambda w: dataset_json(w.dataset),
+        eval_records=lambda w: DATASETS[w.dataset]["eval_records"],
+        seed=lambda w: DATASETS[w.dataset]["seed"],
+        code=code("workflow/data.py"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/split_dataset.py"
+
+
+rule alpaca_converter:
+    input:
+        "results/data/{dataset}/{split}/alpaca.json",
+    output:
+        "results/data/{dataset}/{split}/conversation.json",
+    log:
+        "logs/alpaca_converter/{dataset}_{split}.log",
+    benchmark:
+        "benchmarks/alpaca_converter/{dataset}_{split}.tsv"
+    params:
+        code=code("data"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/alpaca_converter.py"
+
+
+rule preprocess:
+    input:
+        data="results/data/{dataset}/{split}/conversation.json",
+        model=lambda w: hf_dir(w.model),
+    output:
+        mindrecord="results/data/{dataset}/{split}/{model}_{seq}.mindrecord",
+        db="results/data/{dataset}/{split}/{model}_{seq}.mindrecord.db",
+        stats="results/data/{dataset}/{split}/{model}_{seq}.mindrecord.stats.json",
+    log:
+        "logs/preprocess/{dataset}_{split}_{model}_{seq}.log",
+    benchmark:
+        "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}.tsv"
+    params:
+        tokenizer=lambda w: tokenizer(w.model),
+        code=code("data"),
+    threads: config["preprocess_workers"]
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/preprocess.py"

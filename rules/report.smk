@@ -1,0 +1,124 @@
+# Plots and tables for `snakemake --report report.html`, one category per run.
+
+
+rule plot_loss:
+    input:
+        "results/{run}/train",
+    output:
+        report(
+            "results/report/{run}/loss.png",
+            caption="../workflow/report/loss.rst",
+            category="{run}",
+            subcategory="training",
+        ),
+    log:
+        "logs/plot_loss/{run}.log",
+    benchmark:
+        "benchmarks/plot_loss/{run}.tsv"
+    params:
+        code=code("workflow/plots.py"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plot_loss.py"
+
+
+rule plot_eval:
+    input:
+        base=lambda w: base_metrics(w.run),
+        tuned="results/{run}/eval/metrics.json",
+        samples="results/{run}/eval/samples.json",
+    output:
+        plot=report(
+            "results/report/{run}/eval.png",
+            caption="../workflow/report/eval.rst",
+            category="{run}",
+            subcategory="evaluation",
+        ),
+        samples=report(
+            "results/report/{run}/samples.html",
+            caption="../workflow/report/samples.rst",
+            category="{run}",
+            subcategory="evaluation",
+        ),
+    log:
+        "logs/plot_eval/{run}.log",
+    benchmark:
+        "benchmarks/plot_eval/{run}.tsv"
+    params:
+        code=code("workflow/plots.py"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plot_eval.py"
+
+
+rule data_stats:
+    input:
+        report_stats(),
+    output:
+        report(
+            "results/report/data_stats.html",
+            caption="../workflow/report/data_stats.rst",
+            category="data",
+        ),
+    log:
+        "logs/data_stats.log",
+    benchmark:
+        "benchmarks/data_stats.tsv"
+    params:
+        code=code("workflow/plots.py"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/data_stats.py"
+
+
+rule benchmarks:
+    input:
+        report_benchmarks(),
+    output:
+        table=report(
+            "results/report/benchmarks.html",
+            caption="../workflow/report/benchmarks.rst",
+            category="benchmarks",
+        ),
+        plot=report(
+            "results/report/benchmarks.png",
+            caption="../workflow/report/benchmarks.rst",
+            category="benchmarks",
+        ),
+    log:
+        "logs/benchmarks.log",
+    benchmark:
+        "benchmarks/benchmarks.tsv"
+    params:
+        code=code("workflow/plots.py"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/benchmarks.py"
+
+
+rule report_config:
+    output:
+        report(
+            "results/report/config.yaml",
+            caption="../workflow/report/config.rst",
+            category="configuration",
+        ),
+    log:
+        "logs/report_config.log",
+    benchmark:
+        "benchmarks/report_config.tsv"
+    params:
+        config=config,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/report_config.py"

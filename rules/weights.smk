@@ -1,0 +1,55 @@
+# HF-format weights (hub, local folder or the tiny demo model) -> MindSpore checkpoint.
+
+
+rule make_tiny_model:
+    output:
+        directory("resources/tiny/{model}"),
+    log:
+        "logs/make_tiny_model/{model}.log",
+    benchmark:
+        "benchmarks/make_tiny_model/{model}.tsv"
+    params:
+        options=tiny_options,
+        code=code("tiny.py"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/make_tiny_model.py"
+
+
+rule download_model:
+    output:
+        directory("resources/hf/{model}"),
+    log:
+        "logs/download_model/{model}.log",
+    benchmark:
+        "benchmarks/download_model/{model}.tsv"
+    params:
+        repo_id=lambda w: MODELS[w.model]["repo_id"],
+        revision=lambda w: MODELS[w.model]["revision"],
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/download_model.py"
+
+
+rule convert_weight:
+    input:
+        hf=lambda w: hf_dir(w.model),
+    output:
+        ckpt="results/weights/{model}.ckpt",
+        config="results/weights/{model}.ckpt.config.json",
+    log:
+        "logs/convert_weight/{model}.log",
+    benchmark:
+        "benchmarks/convert_weight/{model}.tsv"
+    params:
+        dtype=lambda w: MODELS[w.model]["dtype"],
+        code=code("convert"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/convert_weight.py"
