@@ -67,6 +67,23 @@ def test_reads_what_mindspore_save_checkpoint_writes_with_crc(tmp_path):
     assert np.array_equal(got["bf"].astype(np.float32), want)
 
 
+def test_arrays_read_by_iter_ckpt_write_back_unchanged_bf16_included(tmp_path):
+    a = arrays(2)["model.tok_embeddings.embedding_weight"]
+    with CkptWriter(tmp_path / "in.ckpt") as w:
+        w.write("w", a, dtype="BF16")
+        w.write("v", a)
+    read = dict(iter_ckpt(tmp_path / "in.ckpt"))
+    with CkptWriter(tmp_path / "out.ckpt") as w:  # what a merge does: read, update, write
+        for name, array in read.items():
+            w.write(name, array)
+        w.write("w_merged", read["w"].astype(np.float32) + read["v"], dtype="BF16")
+    assert (tmp_path / "out.ckpt").read_bytes().startswith((tmp_path / "in.ckpt").read_bytes())
+    loaded = ms.load_checkpoint(str(tmp_path / "out.ckpt"))
+    assert loaded["w"].dtype == ms.bfloat16 and loaded["w_merged"].dtype == ms.bfloat16
+    want = torch.from_numpy(read["w"].astype(np.float32) + a).bfloat16().float().numpy()
+    assert np.array_equal(loaded["w_merged"].float().asnumpy(), want)
+
+
 def test_bf16_rounding_matches_torch_including_ties_nan_and_inf():
     x = np.array(
         [1.0, 1.00390625, 1.01171875, -2.5e-39, 3.4e38, np.inf, -np.inf, np.nan, 0.1, -0.0],

@@ -80,6 +80,8 @@ class CkptWriter:
             w.write("model.norm_out.weight", array)           # dtype taken from the array
             w.write("lm_head.weight", array32, dtype="BF16")  # converted on the way
 
+    Arrays from `iter_ckpt` (bfloat16 ones too) can be written back as they are.
+
     On an exception inside the block nothing is left at the path. `suffixes`
     names companion files (`OUT.ckpt<suffix>`) written through `companion()`
     and renamed into place together with the checkpoint."""
@@ -111,6 +113,8 @@ class CkptWriter:
         """Write one tensor; `dtype` (F32, F16, BF16, ...) converts it first."""
         array = np.ascontiguousarray(array)
         src = array_code(array)
+        if src == "BF16":
+            array = array.view(np.uint16)  # the bits; numpy cannot export bfloat16 buffers
         dst = dtype or src
         self.write_raw(name, dst, array.shape, [raw.convert_chunk(array.reshape(-1), src, dst)])
 
