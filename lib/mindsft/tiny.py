@@ -264,6 +264,7 @@ def make_tiny_model(output_dir, **spec) -> Path:
         )
     if (a.hidden_size // a.num_heads) % 2:
         raise MindsftError("--hidden_size / --num_heads must be even (rotary embeddings)")
+    shard_bytes = parse_size(a.max_shard_size)
     records = demo_records(a.seed)
     lines = [
         f"{SYSTEM} USER: {r['instruction']}\n{r['input']} ASSISTANT: {r['output']}" for r in records
@@ -283,9 +284,7 @@ def make_tiny_model(output_dir, **spec) -> Path:
     }
     with atomic_output(output_dir) as tmp:
         tmp.mkdir()
-        safetensors_io.write_sharded(
-            tmp, init_weights(config, a.seed), parse_size(a.max_shard_size)
-        )
+        safetensors_io.write_sharded(tmp, init_weights(config, a.seed), shard_bytes)
         for name, data in [
             ("config.json", config),
             ("generation_config.json", generation),
