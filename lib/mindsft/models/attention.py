@@ -46,12 +46,14 @@ class Attention(nn.Cell):
         turned = ops.matmul(x.reshape(-1, self.head_dim), self.rot)  # rotate_half as a GEMM
         return x * cos + turned.reshape(batch, seq, heads, self.head_dim) * sin
 
-    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None):
+    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None, slot=None):
         """x (B*T, D) -> (B*T, D), plus the keys and values (B, n_kv, S, hd) to cache.
 
         cos/sin: (T, 1, hd) for the T new positions; mask: additive float32
         (G*T, S), or None when every cached position is visible; past_k/past_v:
-        keys and values of earlier positions, or None."""
+        keys and values of earlier positions, or None; slot: with a fixed-size cache
+        (B, n_kv, L, hd), a bool (1, 1, L, 1) marking where the one new position goes
+        (past_k/past_v then hold every position and the mask hides the unused ones)."""
         hd, group, n_kv = self.head_dim, self.group, self.n_kv
         q = self.rotate(self.wq(x), cos * self.scale, sin * self.scale, batch, seq, self.n_heads)
         k = self.rotate(self.wk(x), cos, sin, batch, seq, n_kv)  # (B, T, n_kv, hd)
@@ -62,7 +64,10 @@ class Attention(nn.Cell):
         q = q.reshape(batch, n_kv, group * seq, hd)
         k = ops.transpose(k, (0, 2, 1, 3))  # (B, n_kv, T, hd)
         v = ops.transpose(v, (0, 2, 1, 3))
-        if past_k is not None:
+        if slot is not None:
+            k = ops.where(slot, k, past_k)  # (B, n_kv, L, hd)
+            v = ops.where(slot, v, past_v)
+        elif past_k is not None:
             k = ops.concat((past_k, k), 2)  # (B, n_kv, S, hd)
             v = ops.concat((past_v, v), 2)
         scores = self.qk_matmul(q, k)  # (B, n_kv, G*T, S)

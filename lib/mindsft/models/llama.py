@@ -45,8 +45,10 @@ class DecoderLayer(nn.Cell):
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.feed_forward = FeedForward(config)
 
-    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None):
-        a, k, v = self.attention(self.attention_norm(x), cos, sin, mask, batch, seq, past_k, past_v)
+    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None, slot=None):
+        a, k, v = self.attention(
+            self.attention_norm(x), cos, sin, mask, batch, seq, past_k, past_v, slot
+        )
         h = x + a
         return h + self.feed_forward(self.ffn_norm(h)), k, v
 
@@ -166,6 +168,28 @@ class LlamaForCausalLM(nn.Cell):
             h, k, v = layer(h, cos, sin, mask, batch, seq, past_k, past_v)
             layers.append((k, v))
         return self.logits(h, batch, seq), KVCache(past + seq, layers)
+
+    def decode_step(self, token, position, cos_table, sin_table, keys, values):
+        """One decoding step over a fixed-size cache, with static shapes so `ms.jit`
+        compiles it once: token int32 (B, 1); position int32 (1,); cos/sin tables
+        (L, 1, hd); keys/values tuples per layer of (B, n_kv, L, hd), positions at or
+        after `position` unused. Returns (logits (B, 1, V), keys, values)."""
+        batch = token.shape[0]
+        capacity = cos_table.shape[0]
+        h = self.embed(token)  # (B, D)
+        cos, sin = (
+            ops.gather(cos_table, position, 0),
+            ops.gather(sin_table, position, 0),
+        )  # (1, 1, hd)
+        span = ops.arange(capacity, dtype=ms.int32)
+        slot = (span == position).reshape(1, 1, capacity, 1)
+        mask = ops.where(span <= position, 0.0, MASK_VALUE).reshape(1, capacity)  # (1, L)
+        new_keys, new_values = (), ()
+        for i, layer in enumerate(self.model.layers):
+            h, k, v = layer(h, cos, sin, mask, batch, 1, keys[i], values[i], slot)
+            new_keys += (k,)
+            new_values += (v,)
+        return self.logits(h, batch, 1), new_keys, new_values
 
 
 class KVCache(NamedTuple):
