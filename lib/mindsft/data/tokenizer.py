@@ -4,16 +4,30 @@
 MindFormers' tokenizer first splits a text on its special-token strings (`<s>`,
 `</s>`, `<unk>`), maps each of those to its id, and encodes every other segment with
 SentencePiece on its own (so each segment gets SentencePiece's dummy-prefix space).
-Texts without special-token strings - nearly all of them - go to SentencePiece's
-batch encoder in one call."""
+Here all segments of a batch go to SentencePiece's batch encoder in one call; for a
+model where no merge can cross a space that follows a non-space (Llama's), segments
+are cut into words at such spaces and each distinct word is encoded once."""
 
 import hashlib
 import re
+from itertools import chain
 from pathlib import Path
 
 import sentencepiece as spm
 
 from mindsft.errors import MindsftError
+
+# a space after a character that is not a space, with text after it: where a text is
+# cut into words that SentencePiece encodes alone (the space becomes the dummy prefix)
+_WORD_BREAK = re.compile(r"(?<=[^ \u2581]) (?=.)", re.DOTALL)
+CACHE_LIMIT = 500_000  # distinct words remembered per process
+
+
+def _words(text: str) -> list:
+    """`text` cut at _WORD_BREAK; plain `str.split` where every space is one."""
+    if "  " in text or "\u2581" in text or text[:1] == " " or text[-1:] == " ":
+        return _WORD_BREAK.split(text)
+    return text.split(" ")
 
 
 def file_sha256(path) -> str:
@@ -60,29 +74,24 @@ class SentencePieceTokenizer:
 
     def _splits_at_spaces(self) -> bool:
         """True when T(A + " " + B) == T(A) + T(B) for any A ending in a non-space and
-        B starting with one (T with the dummy prefix): a BPE model that normalizes by
-        identity, keeps spaces as they are, adds the dummy prefix, and has no piece
-        where "▁" follows another character - so no merge crosses such a space."""
+        any B (T with the dummy prefix): a BPE model that normalizes by identity, keeps
+        spaces as they are, adds the dummy prefix, and has no piece in which "▁"
+        follows another character - so no merge crosses such a space."""
         try:
-            from sentencepiece import sentencepiece_model_pb2
+            from sentencepiece import sentencepiece_model_pb2 as pb
         except ImportError:  # protobuf missing: tokenize every piece whole
             return False
-        model = sentencepiece_model_pb2.ModelProto.FromString(self.sp.serialized_model_proto())
+        model = pb.ModelProto.FromString(self.sp.serialized_model_proto())
         norm, trainer = model.normalizer_spec, model.trainer_spec
-        bpe = sentencepiece_model_pb2.TrainerSpec.ModelType.BPE
-        normal = sentencepiece_model_pb2.ModelProto.SentencePiece.Type.NORMAL
+        pieces = self.sp.id_to_piece(list(range(self.sp.get_piece_size())))
         return (
-            trainer.model_type == bpe
+            trainer.model_type == pb.TrainerSpec.ModelType.BPE
             and norm.name == "identity"
             and norm.add_dummy_prefix
             and norm.escape_whitespaces
             and not norm.remove_extra_whitespaces
             and not trainer.treat_whitespace_as_suffix
-            and not any(p.type == normal and "▁" in p.piece.lstrip("▁") for p in model.pieces)
-            and not any(
-                p.type == sentencepiece_model_pb2.ModelProto.SentencePiece.Type.USER_DEFINED
-                for p in model.pieces
-            )
+            and not any("▁" in p.lstrip("▁") for p in pieces)
         )
 
     def starts_with_special(self, text: str) -> bool:
@@ -98,23 +107,41 @@ class SentencePieceTokenizer:
         return file_sha256(self.model_file)
 
     def encode_batch(self, texts: list) -> list:
-        """Ids of each text (no BOS/EOS), as MindFormers' tokenizer gives them."""
-        plain = [i for i, t in enumerate(texts) if self._special_re.search(t) is None]
-        out = [None] * len(texts)
-        if len(plain) == len(texts):
-            return self.sp.encode(texts)
-        for i, ids in zip(plain, self.sp.encode([texts[i] for i in plain])):
-            out[i] = ids
-        for i, text in enumerate(texts):
-            if out[i] is None:
-                out[i] = self._encode_with_specials(text)
+        """Ids of each text (no BOS/EOS), as MindFormers' tokenizer gives them:
+        special-token strings become their ids, the text between them is encoded by
+        SentencePiece - in words cut at single spaces (see `_splits_at_spaces`),
+        each distinct word encoded once, where the model allows it."""
+        pieces = [self._pieces(t) for t in texts]
+        store = self._cache if self.splits_at_spaces else {}
+        if len(store) > CACHE_LIMIT:
+            store.clear()
+        words = set(chain.from_iterable(chain.from_iterable(pieces))) - store.keys()
+        todo = [w for w in words if type(w) is str]
+        # one thread each: the --workers processes are the parallelism
+        for word, ids in zip(todo, self.sp.encode(todo, num_threads=1)):
+            store[word] = ids
+        lookup = store.__getitem__
+        out = []
+        for segments in pieces:
+            ids = []
+            for segment in segments:
+                if type(segment) is tuple:  # a special token's id
+                    ids += segment
+                else:
+                    ids += chain.from_iterable(map(lookup, segment))
+            out.append(ids)
         return out
 
-    def _encode_with_specials(self, text: str) -> list:
-        ids = []
+    def _pieces(self, text: str) -> list:
+        """The text as lists of strings to encode, between (special-token id,)."""
+        split = _words if self.splits_at_spaces else lambda segment: [segment]
+        if self._special_re.search(text) is None:
+            return [split(text)]
+        out = []
+        # the captured special-token strings sit at odd positions
         for k, segment in enumerate(self._special_re.split(text)):
-            if k % 2:  # the captured special-token strings sit at odd positions
-                ids.append(self._special_ids[segment])
+            if k % 2:
+                out.append((self._special_ids[segment],))
             elif segment:
-                ids.extend(self.sp.encode(segment))
-        return ids
+                out.append(split(segment))
+        return out
