@@ -59,7 +59,7 @@ def relaunch(child_argv: list, args, output_dir) -> int:
         f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # msrun runs `python`
     )
     cmd = msrun_command(child_argv, args, log_dir)
-    with (log_dir / "msrun.log").open("w") as out:
+    with (log_dir / f"msrun_node{args.node_rank or 0}.log").open("w") as out:
         done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         error = first_error(log_dir)

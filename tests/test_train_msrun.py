@@ -1,0 +1,116 @@
+"""Data parallel under msrun on CPU: `--worker_num 2` relaunches under msrun and
+trains as one worker with twice the batch, the replicas stay identical, and the
+full-parameter "merge" takes rank 0's weights after checking them."""
+
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindsft.cli import main
+from mindsft.train import checkpoint
+from mindsft.train.config import load_finetune_config
+from mindsft.train.launch import msrun_command
+from mindsft.train.trainer import RunPaths, Trainer
+from test_train_support import (
+    cli_env,
+    finetune_yaml,
+    free_port,
+    make_base_checkpoint,
+    make_mindrecord,
+    read_losses,
+)
+
+
+def test_msrun_command_passes_its_own_flags_through(tmp_path):
+    args = Namespace(
+        worker_num=16, local_worker_num=8, master_addr="10.0.0.1", master_port=9000, node_rank=1
+    )
+    cmd = msrun_command(["finetune", "--config", "c.yaml"], args, tmp_path / "log")
+    assert Path(cmd[0]).name == "msrun"
+    assert cmd[1:] == [
+        "--worker_num", "16", "--local_worker_num", "8", "--master_port", "9000",
+        "--master_addr", "10.0.0.1", "--node_rank", "1", "--log_dir", str(tmp_path / "log"),
+        "--join", "True", "python", "-m", "mindsft.cli", "finetune", "--config", "c.yaml",
+    ]  # fmt: skip
+    single = Namespace(
+        worker_num=2, local_worker_num=None, master_addr=None, master_port=8118, node_rank=None
+    )
+    assert msrun_command([], single, tmp_path)[1:5] == [
+        "--worker_num",
+        "2",
+        "--local_worker_num",
+        "2",
+    ]
+
+
+def test_two_workers_equal_one_worker_with_twice_the_batch(
+    tmp_path, alpaca_fixture, llama2_tokenizer
+):
+    base = make_base_checkpoint(tmp_path / "base.ckpt")
+    data = make_mindrecord(tmp_path / "d.mindrecord", alpaca_fixture, llama2_tokenizer, rows=16)
+    two = finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4)
+    one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
+    out = tmp_path / "dp"
+    argv = [sys.executable, "-m", "mindsft.cli", "finetune", "--config", str(two)]
+    argv += [
+        "--train_dataset_dir",
+        str(data),
+        "--load_checkpoint",
+        str(base),
+        "--output_dir",
+        str(out),
+    ]
+    argv += ["--use_parallel", "True", "--worker_num", "2", "--master_port", str(free_port())]
+    done = subprocess.run(
+        argv, env=cli_env(), capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    single = Trainer(
+        load_finetune_config(one), RunPaths(str(data), str(base), str(tmp_path / "single"))
+    )
+    single.setup()
+    single.train()
+    dp_losses = read_losses(out)
+    assert [r["step"] for r in dp_losses] == [1, 2, 3, 4]
+    assert dp_losses[0]["tokens"] == 2 * 2 * 32  # two workers' batches
+    np.testing.assert_allclose(
+        [r["loss"] for r in dp_losses],
+        [r["loss"] for r in read_losses(tmp_path / "single")],
+        rtol=1e-5,
+    )
+
+    ranks = [checkpoint.list_checkpoints(out, r)[-1] for r in (0, 1)]
+    assert [p.name for p in ranks] == ["tiny_rank_0-1_4.ckpt", "tiny_rank_1-1_4.ckpt"]
+    merged = tmp_path / "merged.ckpt"
+    argv = ["merge-lora", "--config", str(two), "--base_checkpoint", str(base)]
+    assert main([*argv, "--lora_checkpoint", str(out), "--output_path", str(merged)]) == 0
+    weights = ms.load_checkpoint(str(merged))
+    assert "adam_m.model.norm_out.weight" not in weights
+    for p in single.net.get_parameters():
+        np.testing.assert_allclose(weights[p.name].asnumpy(), p.asnumpy(), rtol=1e-3, atol=5e-4)
+
+
+@pytest.mark.parametrize("extra", [["--use_parallel", "True"]])
+def test_use_parallel_without_msrun_or_worker_num_is_one_line(tmp_path, extra):
+    argv = [
+        sys.executable,
+        "-m",
+        "mindsft.cli",
+        "finetune",
+        "--config",
+        "x.yaml",
+        "--train_dataset_dir",
+        "d",
+    ]
+    argv += ["--load_checkpoint", "b.ckpt", "--output_dir", str(tmp_path), *extra]
+    (tmp_path / "x.yaml").write_text("model: {model_config: {hidden_size: 8}}\n")
+    done = subprocess.run(
+        argv, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, check=False
+    )
+    lines = [line for line in done.stderr.splitlines() if "error" in line]
+    assert done.returncode == 2 and len(lines) == 1 and "needs msrun" in lines[0]
