@@ -168,3 +168,31 @@ def test_checkpoint_from_mindsft_convert_weight_loads_and_matches_hf(tmp_path, d
     np.testing.assert_allclose(
         model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=atol, rtol=0
     )
+
+
+def test_gradients_match_hf_autograd_including_the_tied_embedding():
+    from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
+
+    hf = tiny_hf_llama(4, 2, True)
+    model = ms_llama_like(hf)
+    ids = random_ids(96, (2, 21), seed=5)
+    ids[ids == 0] = 7  # pad only as right padding: HF's padding_idx keeps lookups of id 0 out of the gradient
+    ids[1, -4:] = 0  # padding: masked out of the loss
+
+    def mean_loss(batch):
+        tokens, targets = shift_for_causal_lm(batch, batch)
+        total, count = token_nll_sum(model(tokens), targets, tokens)
+        return total / count
+
+    params = model.trainable_params()
+    loss, grads = ms.value_and_grad(mean_loss, None, params)(ms.Tensor(ids))
+    tokens, targets = torch.tensor(ids[:, :-1]).long(), torch.tensor(ids[:, 1:]).long()
+    targets[tokens == 0] = -100
+    ref = torch.nn.functional.cross_entropy(hf(tokens).logits.reshape(-1, 96), targets.reshape(-1))
+    ref.backward()
+    assert float(loss.asnumpy()) == pytest.approx(ref.item(), rel=1e-5)
+    hf_grads = {hf_to_ms(n): p.grad.numpy() for n, p in hf.named_parameters()}
+    for param, grad in zip(params, grads):
+        np.testing.assert_allclose(
+            grad.asnumpy(), hf_grads[param.name], atol=2e-6, err_msg=param.name
+        )
