@@ -20,7 +20,7 @@ from mindsft.errors import MindsftError
 # a space after a character that is not a space, with text after it: where a text is
 # cut into words that SentencePiece encodes alone (the space becomes the dummy prefix)
 _WORD_BREAK = re.compile(r"(?<=[^ \u2581]) (?=.)", re.DOTALL)
-CACHE_LIMIT = 500_000  # distinct words remembered per process
+CACHE_LIMIT = 200_000  # distinct words remembered per process (tens of MB)
 
 
 def _words(text: str) -> list:
