@@ -69,7 +69,7 @@ rule merge:
         "benchmarks/merge/{run}.tsv"
     params:
         tokenizer=lambda w: tokenizer(RUNS[w.run]["model"]),
-        code=code("pet", "convert", "workflow/package.py"),
+        code=code("pet", "train/config.py", "workflow/package.py"),
     threads: 1
     conda:
         ENV

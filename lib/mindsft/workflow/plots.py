@@ -77,10 +77,12 @@ def plot_eval(base_json, tuned_json, out, title: str) -> None:
 
 
 def samples_html(samples_json, out, title: str) -> None:
-    """The prompts and the fine-tuned model's greedy answers."""
+    """The sample records and the fine-tuned model's greedy answers."""
     samples = json.loads(Path(samples_json).read_text())
     body = "".join(
-        f"<h4>{html.escape(s['prompt'])}</h4><pre>{html.escape(s['completion'])}</pre>"
+        f"<h4>{html.escape(s['instruction'])}</h4>"
+        + (f"<p><i>input:</i> {html.escape(s['input'])}</p>" if s.get("input") else "")
+        + f"<pre>{html.escape(s['completion']) or '(empty answer)'}</pre>"
         for s in samples
     )
     _write_html(out, f"{title}: sample generations", body or "<p>no prompts configured</p>")
