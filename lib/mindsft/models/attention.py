@@ -3,10 +3,9 @@
 Grouped-query attention never copies k/v: the query heads sharing a kv head are
 stacked along the sequence axis, (B, n_kv, G*T, hd), so one batched matmul per
 kv head serves the whole group (the same numbers as HF's `repeat_kv`, where
-query head h reads kv head h // G). The causal mask comes in already tiled to
-(G*T, S) for that layout."""
-
-import math
+query head h reads kv head h // G). Rotary tables and the causal mask arrive
+already broadcast to the shapes they meet (see `LlamaForCausalLM.expand`), so
+every elementwise op here is same-shape."""
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -30,7 +29,6 @@ class Attention(nn.Cell):
         self.group = self.n_heads // self.n_kv
         self.head_dim = config.head_dim
         self.dtype = getattr(ms, config.compute_dtype)
-        self.scale = 1.0 / math.sqrt(self.head_dim)
         dim = config.hidden_size
         self.wq = dense(dim, self.n_heads * self.head_dim)
         self.wk = dense(dim, self.n_kv * self.head_dim)
@@ -41,22 +39,24 @@ class Attention(nn.Cell):
         self.pv_matmul = ops.BatchMatMul()
 
     def rotate(self, x, cos, sin, batch, seq, heads):
-        """Rotary embeddings: x (B*T, heads*hd) -> (B, T, heads, hd); cos/sin (T, 1, hd)."""
+        """Rotary embeddings: x (B*T, heads*hd) -> (B, T, heads, hd); cos/sin (B, T, heads, hd)."""
         x = x.reshape(batch, seq, heads, self.head_dim)
         turned = ops.matmul(x.reshape(-1, self.head_dim), self.rot)  # rotate_half as a GEMM
         return x * cos + turned.reshape(batch, seq, heads, self.head_dim) * sin
 
-    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None, slot=None):
+    def construct(self, x, rope, mask, batch, seq, past_k=None, past_v=None, slot=None):
         """x (B*T, D) -> (B*T, D), plus the keys and values (B, n_kv, S, hd) to cache.
 
-        cos/sin: (T, 1, hd) for the T new positions; mask: additive float32
-        (G*T, S), or None when every cached position is visible; past_k/past_v:
+        rope: (cos_q, sin_q, cos_k, sin_k) for the T new positions, (B, T, heads, hd)
+        with 1/sqrt(hd) folded into the q tables; mask: additive float32
+        (B, n_kv, G*T, S), or None when every cached position is visible; past_k/past_v:
         keys and values of earlier positions, or None; slot: with a fixed-size cache
         (B, n_kv, L, hd), a bool (1, 1, L, 1) marking where the one new position goes
         (past_k/past_v then hold every position and the mask hides the unused ones)."""
         hd, group, n_kv = self.head_dim, self.group, self.n_kv
-        q = self.rotate(self.wq(x), cos * self.scale, sin * self.scale, batch, seq, self.n_heads)
-        k = self.rotate(self.wk(x), cos, sin, batch, seq, n_kv)  # (B, T, n_kv, hd)
+        cos_q, sin_q, cos_k, sin_k = rope
+        q = self.rotate(self.wq(x), cos_q, sin_q, batch, seq, self.n_heads)  # (B, T, H, hd), scaled
+        k = self.rotate(self.wk(x), cos_k, sin_k, batch, seq, n_kv)  # (B, T, n_kv, hd)
         v = self.wv(x).reshape(batch, seq, n_kv, hd)
         q = ops.transpose(
             q.reshape(batch, seq, n_kv, group, hd), (0, 2, 3, 1, 4)

@@ -5,6 +5,7 @@ GEMM; only attention itself uses batched matmuls. Parameters are float32; the
 compute dtype (float32, float16, or bfloat16 where the backend has kernels)
 applies to matmuls, while norms and softmax run in float32."""
 
+import math
 from typing import NamedTuple
 
 import mindspore as ms
@@ -45,9 +46,9 @@ class DecoderLayer(nn.Cell):
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.feed_forward = FeedForward(config)
 
-    def construct(self, x, cos, sin, mask, batch, seq, past_k=None, past_v=None, slot=None):
+    def construct(self, x, rope, mask, batch, seq, past_k=None, past_v=None, slot=None):
         a, k, v = self.attention(
-            self.attention_norm(x), cos, sin, mask, batch, seq, past_k, past_v, slot
+            self.attention_norm(x), rope, mask, batch, seq, past_k, past_v, slot
         )
         h = x + a
         return h + self.feed_forward(self.ffn_norm(h)), k, v
@@ -95,6 +96,7 @@ class LlamaForCausalLM(nn.Cell):
         self.model = LlamaModel(config)
         self.tied = config.tie_word_embeddings
         self.group = config.num_heads // config.n_kv_heads
+        self.scale = 1.0 / math.sqrt(config.head_dim)  # folded into the q rotary tables
         if not self.tied:
             self.lm_head = dense(config.hidden_size, config.vocab_size)
         self.tied_matmul = ops.MatMul(transpose_b=True)
@@ -138,15 +140,34 @@ class LlamaForCausalLM(nn.Cell):
         h = self.model.tok_embeddings(input_ids)
         return h if self.dtype == ms.float32 else h.astype(self.dtype)
 
+    def expand(self, cos, sin, mask, batch):
+        """Broadcast, once per forward, what every layer uses, so the layers' elementwise
+        ops are same-shape (MindSpore's PyNative CPU kernels run 5-10x slower when they
+        broadcast). cos/sin (T, 1, hd) -> (cos_q, sin_q, cos_k, sin_k): (B, T, H, hd)
+        with 1/sqrt(hd) folded in for q, (B, T, n_kv, hd) for k; mask (T, S) or None
+        -> (B, n_kv, G*T, S), the row block repeated for each query head of a group."""
+        heads, n_kv = self.config.num_heads, self.config.n_kv_heads
+        cos, sin = ops.expand_dims(cos, 0), ops.expand_dims(sin, 0)  # (1, T, 1, hd)
+        rope = (
+            ops.tile(cos * self.scale, (batch, 1, heads, 1)),
+            ops.tile(sin * self.scale, (batch, 1, heads, 1)),
+            ops.tile(cos, (batch, 1, n_kv, 1)),
+            ops.tile(sin, (batch, 1, n_kv, 1)),
+        )
+        if mask is not None:
+            mask = ops.tile(mask, (batch, n_kv, self.group, 1))
+        return rope, mask
+
     def construct(self, input_ids):
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError("input longer than the model's rotary tables (config seq_length)")
         h = self.embed(input_ids)  # (B*T, D)
-        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]  # (T, 1, hd)
-        mask = ops.tile(self.causal_mask[:seq, :seq], (self.group, 1))  # (G*T, T)
+        rope, mask = self.expand(
+            self.rope_cos[:seq], self.rope_sin[:seq], self.causal_mask[:seq, :seq], batch
+        )
         for layer in self.model.layers:
-            h, _, _ = layer(h, cos, sin, mask, batch, seq)
+            h, _, _ = layer(h, rope, mask, batch, seq)
         return self.logits(h, batch, seq)
 
     def forward_cached(self, input_ids, cache=None):
@@ -157,15 +178,16 @@ class LlamaForCausalLM(nn.Cell):
         if past + seq > self.max_positions:
             self.set_positions(max(past + seq, 2 * self.max_positions))
         h = self.embed(input_ids)
-        cos, sin = self.rope_cos[past : past + seq], self.rope_sin[past : past + seq]
         mask = None
         if seq > 1:  # new tokens see the whole cache and the new tokens before them
-            causal = np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1)
-            mask = ms.Tensor(np.tile(causal, (self.group, 1)))  # (G*T, S)
+            mask = ms.Tensor(np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1))
+        rope, mask = self.expand(
+            self.rope_cos[past : past + seq], self.rope_sin[past : past + seq], mask, batch
+        )
         layers = []
         for i, layer in enumerate(self.model.layers):
             past_k, past_v = (None, None) if cache is None else cache.layers[i]
-            h, k, v = layer(h, cos, sin, mask, batch, seq, past_k, past_v)
+            h, k, v = layer(h, rope, mask, batch, seq, past_k, past_v)
             layers.append((k, v))
         return self.logits(h, batch, seq), KVCache(past + seq, layers)
 
@@ -184,9 +206,10 @@ class LlamaForCausalLM(nn.Cell):
         span = ops.arange(capacity, dtype=ms.int32)
         slot = (span == position).reshape(1, 1, capacity, 1)
         mask = ops.where(span <= position, 0.0, MASK_VALUE).reshape(1, capacity)  # (1, L)
+        rope, mask = self.expand(cos, sin, mask, batch)
         new_keys, new_values = (), ()
         for i, layer in enumerate(self.model.layers):
-            h, k, v = layer(h, cos, sin, mask, batch, 1, keys[i], values[i], slot)
+            h, k, v = layer(h, rope, mask, batch, 1, keys[i], values[i], slot)
             new_keys += (k,)
             new_values += (v,)
         return self.logits(h, batch, 1), new_keys, new_values
