@@ -176,7 +176,8 @@ def test_gradients_match_hf_autograd_including_the_tied_embedding():
     hf = tiny_hf_llama(4, 2, True)
     model = ms_llama_like(hf)
     ids = random_ids(96, (2, 21), seed=5)
-    ids[ids == 0] = 7  # pad only as right padding: HF's padding_idx keeps lookups of id 0 out of the gradient
+    # pad only as right padding: HF's padding_idx keeps lookups of id 0 out of its gradient
+    ids[ids == 0] = 7
     ids[1, -4:] = 0  # padding: masked out of the loss
 
     def mean_loss(batch):
