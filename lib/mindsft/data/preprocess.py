@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +63,24 @@ def ordered_results(tasks, model_file, workers: int):
         yield from map(_run_task, tasks)
         return
     # spawn: the parent may hold MindSpore's threads, which fork does not copy safely
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(model_file,)) as pool:
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(model_file,),
+    )
+    try:
         pending = collections.deque()
         for task in tasks:
-            pending.append(pool.apply_async(_run_task, (task,)))
+            pending.append(pool.submit(_run_task, task))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
+    except BrokenProcessPool as exc:
+        raise MindsftError(f"a preprocess worker process died ({exc})") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---- inputs
