@@ -40,12 +40,12 @@ def write_config(workdir: Path, edit=None) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args, check=True, offline=False, timeout=900):
+def snakemake(workdir: Path, *args, check=True, offline=False, timeout=900, extra_env=None):
     """Run snakemake on the project's Snakefile in `workdir`; return the result."""
     cmd = [*(offline_prefix() if offline else []), SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout,
-                            check=False)
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**env(), **(extra_env or {})},
+                            timeout=timeout, check=False)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout[-3000:]}"
                     f"\n{result.stderr[-6000:]}")

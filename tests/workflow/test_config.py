@@ -46,7 +46,6 @@ def test_production_targets_dry_run_plans_the_whole_dag_offline(tmp_path):
     # and once more with no network at all: a dry run must not reach for it
     result = snakemake(tmp_path, "-n", *PRODUCTION, offline=True)
     assert "resources/hf/llama2_7b" in result.stdout
-    assert "--nodes" not in result.stdout
     assert not (tmp_path / "resources").exists()
 
 

@@ -1,0 +1,147 @@
+"""The offline tiny demo end to end through the real Snakemake CLI: every
+declared output whole, a manifest that matches the files, a rerun with nothing
+to do, a parameter or input change that reruns only what is downstream, the
+HTML report with the loss plots, and the same DAG on a real local SLURM."""
+
+import hashlib
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from tests.workflow import slurm
+from tests.workflow.conftest import planned_jobs, snakemake, write_config
+
+RUNS = ("tiny_lora", "tiny_full")
+
+
+def one_epoch(config):
+    """The test config: the demo with one epoch per run (time budget)."""
+    for run in RUNS:
+        config["runs"][run]["overrides"] = {"runner_config.epochs": 1}
+    config["samples"]["max_new_tokens"] = 8
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A working directory where `snakemake --cores 2` (no target) has run."""
+    workdir = tmp_path_factory.mktemp("demo")
+    write_config(workdir, one_epoch)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", RUNS)
+def test_each_run_leaves_a_whole_checkpoint_folder_and_lower_eval_loss(demo, run):
+    ckpt = demo / "results" / run / "ckpt"
+    assert sorted(p.name for p in ckpt.iterdir() if not p.name.startswith(".")) == [
+        "finetune.yaml", "manifest.json", "model.ckpt", "tokenizer.model"]
+    assert not list((demo / "results" / run).glob(".*.tmp-*")), "a temporary folder was left"
+    base = json.loads((demo / "results/eval_base/tiny/tiny_alpaca_256.json").read_text())
+    tuned = json.loads((demo / "results" / run / "eval/metrics.json").read_text())
+    assert tuned["tokens"] == base["tokens"] > 0
+    assert tuned["loss"] < base["loss"], "fine-tuning did not lower the held-out loss"
+    losses = [json.loads(line) for line in (demo / "results" / run / "train/loss.jsonl")
+              .read_text().splitlines()]
+    assert losses and all(r["epoch"] == 1 for r in losses)  # the override reached the trainer
+    assert "runner_config:\n  epochs: 1" in (ckpt / "finetune.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_manifest_holds_the_sha256_of_every_input_and_output(demo):
+    ckpt = demo / "results/tiny_lora/ckpt"
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert manifest["outputs"]["model.ckpt"]["sha256"] == sha256(ckpt / "model.ckpt")
+    for name in ("base_checkpoint", "tokenizer", "finetune_config", "alpaca", "train_data"):
+        entry = manifest["inputs"][name]
+        assert entry["sha256"] == sha256(demo / entry["path"]), name
+    assert "config.json" in manifest["inputs"]["hf_model"]["files"]
+    assert manifest["code"]["mindsft_version"] and len(manifest["code"]["source_sha256"]) == 64
+    assert manifest["pet_type"] == "lora"
+    full = json.loads((demo / "results/tiny_full/ckpt/manifest.json").read_text())
+    assert full["pet_type"] == "full"
+    assert full["outputs"]["model.ckpt"] != manifest["outputs"]["model.ckpt"]
+    assert full["inputs"]["train_data"] == manifest["inputs"]["train_data"]
+
+
+@pytest.mark.slow
+def test_a_rerun_has_nothing_to_do(demo):
+    assert planned_jobs(demo) == {}
+
+
+@pytest.mark.slow
+def test_a_parameter_change_reruns_only_that_run_downstream(demo):
+    def lower_lr(config):
+        one_epoch(config)
+        config["runs"]["tiny_lora"]["overrides"]["optimizer.learning_rate"] = 1.0e-3
+
+    write_config(demo, lower_lr)
+    try:
+        jobs = planned_jobs(demo)
+    finally:
+        write_config(demo, one_epoch)
+    assert jobs == {"resolve_config": 1, "finetune": 1, "merge": 1, "evaluate": 1,
+                    "generate_samples": 1, "plot_loss": 1, "plot_eval": 1, "benchmarks": 1,
+                    "report_config": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_a_changed_eval_split_reruns_only_evaluation(demo):
+    held_out = demo / "results/tiny_alpaca_eval_touch"
+    source = demo / "results/data/tiny_alpaca/eval/alpaca.json"
+    shutil.copyfile(source, held_out)
+    try:
+        source.write_bytes(source.read_bytes())  # same bytes, newer: an updated input
+        jobs = planned_jobs(demo)
+    finally:
+        held_out.unlink()
+    assert set(jobs) == {"alpaca_converter", "preprocess", "evaluate_base", "evaluate",
+                         "data_stats", "plot_eval", "benchmarks", "all"}
+    assert jobs["evaluate"] == 2 and jobs["preprocess"] == 1
+    snakemake(demo, "--touch", "--cores", "1")  # mark everything current again
+
+
+@pytest.mark.slow
+def test_the_report_holds_the_loss_plots_per_run(demo):
+    snakemake(demo, "--report", "report.zip")
+    with zipfile.ZipFile(demo / "report.zip") as zf:
+        names = zf.namelist()
+    for run in RUNS:
+        assert any(n.endswith(f"results/report/{run}/loss.png") for n in names), names
+        assert any(n.endswith(f"results/report/{run}/eval.png") for n in names)
+    assert any(n.endswith("results/report/benchmarks.png") for n in names)
+    snakemake(demo, "--report", "report.html")
+    html = (demo / "report.html").read_text()
+    assert "loss.png" in html and "tiny_lora" in html and "benchmarks" in html
+
+
+@pytest.mark.slow
+def test_the_slurm_profile_gives_the_same_checkpoint_as_the_local_run(demo, tmp_path):
+    why = slurm.unavailable()
+    if why:
+        pytest.skip(why)
+    # the same config, the upstream files of the local run copied over, so that
+    # SLURM runs the training half of the DAG: resolve, finetune, merge, evaluate
+    write_config(tmp_path, one_epoch)
+    for sub in ("resources", "results/weights", "results/data", "results/eval_base"):
+        shutil.copytree(demo / sub, tmp_path / sub)
+    targets = ["results/tiny_lora/ckpt", "results/tiny_lora/eval/metrics.json"]
+    with slurm.local_slurm(tmp_path / "slurm") as env:
+        result = snakemake(tmp_path, "--profile", str(slurm.PROFILE), "--jobs", "2",
+                           "--slurm-init-seconds-before-status-checks", "5", *targets,
+                           extra_env=env)
+    assert "Submitted job" in result.stdout + result.stderr
+    log = (tmp_path / "logs/finetune/tiny_lora.log").read_text()
+    assert f"--master_addr={slurm.hostname()}" in log and "--node_rank=0" in log
+    ours = json.loads((tmp_path / "results/tiny_lora/ckpt/manifest.json").read_text())
+    theirs = json.loads((demo / "results/tiny_lora/ckpt/manifest.json").read_text())
+    assert ours["inputs"] == theirs["inputs"]
+    assert ours["outputs"] == theirs["outputs"], "SLURM and local training differ"
+    assert (json.loads((tmp_path / "results/tiny_lora/eval/metrics.json").read_text())["loss"]
+            == json.loads((demo / "results/tiny_lora/eval/metrics.json").read_text())["loss"])
