@@ -60,6 +60,14 @@ def preprocess_argv(src, tokenizer, out, seq_length=64, dataset_type="qa"):
     ]  # fmt: skip
 
 
+def preprocess_fails(capsys, tmp_path, src, tokenizer, expected, **kwargs):
+    """Run `mindsft preprocess` into an empty folder; it must fail cleanly."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = preprocess_argv(src, tokenizer, out_dir / "x.mindrecord", **kwargs)
+    run_failing(capsys, argv, out_dir, expected)
+
+
 @pytest.mark.parametrize(
     "content, expected",
     [
@@ -81,14 +89,7 @@ def test_preprocess_rejects_bad_conversations(
     tmp_path, capsys, llama2_tokenizer, content, expected
 ):
     src = write(tmp_path / "conversation.json", content)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    run_failing(
-        capsys,
-        preprocess_argv(src, llama2_tokenizer, out_dir / "x.mindrecord"),
-        out_dir,
-        [str(src), *expected],
-    )
+    preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, [str(src), *expected])
 
 
 def test_a_bad_record_late_in_the_file_leaves_no_partial_mindrecord(
@@ -97,47 +98,27 @@ def test_a_bad_record_late_in_the_file_leaves_no_partial_mindrecord(
     import mindsft.data.preprocess as pre
 
     monkeypatch.setattr(pre, "CHUNK_RECORDS", 4)  # rows are written before the bad one is seen
-    records = [GOOD_CONV] * 10 + [
-        {"id": "bad", "conversations": [{"from": "gpt", "value": "a"}] * 2}
-    ]
-    src = write(tmp_path / "conversation.json", records)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    run_failing(
-        capsys,
-        preprocess_argv(src, llama2_tokenizer, out_dir / "x.mindrecord"),
-        out_dir,
-        ["record 10 (id 'bad')"],
-    )
+    bad = {"id": "bad", "conversations": [{"from": "gpt", "value": "a"}] * 2}
+    src = write(tmp_path / "conversation.json", [GOOD_CONV] * 10 + [bad])
+    preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, ["record 10 (id 'bad')"])
 
 
 def test_a_file_that_is_not_a_sentencepiece_model_is_rejected(tmp_path, capsys):
     src = write(tmp_path / "conversation.json", [GOOD_CONV])
     fake = write(tmp_path / "tokenizer.model", "this is not a model")
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    run_failing(
-        capsys,
-        preprocess_argv(src, fake, out_dir / "x.mindrecord"),
-        out_dir,
-        [str(fake), "not a SentencePiece model"],
-    )
+    preprocess_fails(capsys, tmp_path, src, fake, [str(fake), "not a SentencePiece model"])
 
 
 def test_seq_length_below_16_is_rejected(tmp_path, capsys, llama2_tokenizer):
     src = write(tmp_path / "conversation.json", [GOOD_CONV])
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    argv = preprocess_argv(src, llama2_tokenizer, out_dir / "x.mindrecord", seq_length=15)
-    run_failing(capsys, argv, out_dir, ["seq_length 15", "at least 16"])
+    expected = ["seq_length 15", "at least 16"]
+    preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, expected, seq_length=15)
 
 
 def test_wiki_text_shorter_than_one_row_is_an_empty_dataset(tmp_path, capsys, llama2_tokenizer):
     src = write(tmp_path / "wiki.txt", " = Heading = \n\nA few words only.\n")
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    argv = preprocess_argv(src, llama2_tokenizer, out_dir / "x.mindrecord", dataset_type="wiki")
-    run_failing(capsys, argv, out_dir, [str(src), "empty dataset"])
+    expected = [str(src), "empty dataset"]
+    preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, expected, dataset_type="wiki")
 
 
 def test_over_long_rows_are_truncated_and_counted_not_rejected(tmp_path, llama2_tokenizer):
