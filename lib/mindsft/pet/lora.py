@@ -70,22 +70,19 @@ class LoraConfig:
         return cfg
 
 
-def _fmix(h):
-    """murmur3's 32-bit finaliser on int64 tensors holding uint32 values."""
-    h = ops.bitwise_and(ops.bitwise_xor(h, h // 65536) * 0x85EBCA6B, _MASK32)
-    h = ops.bitwise_and(ops.bitwise_xor(h, h // 8192) * 0xC2B2AE35, _MASK32)
-    return ops.bitwise_xor(h, h // 65536)
-
-
 def hashed_keep_mask(shape, key, salt: int, keep: float):
-    """Bernoulli(keep) float mask of `shape`, a pure function of (key, salt, index)."""
+    """Bernoulli(keep) float32 mask of `shape`, a pure function of (key, salt, index).
+
+    One multiply-xorshift round of Mueller's hash32 over uint32 values held in
+    int64 (shifts as floor divisions), then the low 24 bits against keep * 2^24."""
     n = 1
     for d in shape:
         n *= d
     idx = ops.arange(0, n, dtype=ms.int64).reshape(shape)
-    h = _fmix(ops.bitwise_and(idx * 0x9E3779B1 + key * 0x85EBCA77 + salt, _MASK32))
-    u = ops.cast(h // 256, ms.float32) * (1.0 / 16777216)  # uniform in [0, 1)
-    return ops.cast(u < keep, ms.float32)
+    h = ops.bitwise_and(idx * 0x9E3779B1 + (key * 0x85EBCA77 + salt), _MASK32)
+    h = ops.bitwise_and(ops.bitwise_xor(h, h // 65536) * 0x45D9F3B, _MASK32)
+    h = ops.bitwise_xor(h, h // 65536)
+    return ops.cast(ops.bitwise_and(h, 0xFFFFFF) < int(keep * 16777216), ms.float32)
 
 
 class LoraDense(nn.Cell):
