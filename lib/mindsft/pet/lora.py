@@ -169,7 +169,8 @@ def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
 
 
 def set_dropout_key(net: nn.Cell, key: int) -> None:
-    """Set the counter that selects this micro-step's dropout masks."""
+    """Set the counter that selects the dropout masks, for PyNative calls; a compiled
+    train step writes it inside the graph instead (see mindsft.train.step)."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, LoraDense):
             cell.lora_dropout_key.set_data(Tensor([int(key) & 0x7FFFFFFF], ms.int64))

@@ -146,13 +146,14 @@ class Trainer:
     def resume(self) -> Path | None:
         """Load the newest checkpoint every local rank has; return it (None: fresh start)."""
         mine = checkpoint.list_checkpoints(self.output_dir, self.rank)
-        common = {p.name.split("-", 1)[1] for p in mine}
+        common = {p.name.rsplit("-", 1)[1] for p in mine}
         for r in range(self.world):
             if r != self.rank and checkpoint.rank_dir(self.output_dir, r).is_dir():
                 common &= {
-                    p.name.split("-", 1)[1] for p in checkpoint.list_checkpoints(self.output_dir, r)
+                    p.name.rsplit("-", 1)[1]
+                    for p in checkpoint.list_checkpoints(self.output_dir, r)
                 }
-        usable = [p for p in mine if p.name.split("-", 1)[1] in common]
+        usable = [p for p in mine if p.name.rsplit("-", 1)[1] in common]
         if not usable:
             self.say(
                 f"rank {self.rank}: no checkpoint under {checkpoint.rank_dir(self.output_dir, self.rank)}; "
