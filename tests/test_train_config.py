@@ -30,6 +30,8 @@ def test_mindformers_lora_yaml_parses_with_every_key_accounted_for(mindformers_c
 def test_mindformers_full_yaml_parses(mindformers_configs):
     cfg = load_finetune_config(mindformers_configs / "finetune_llama2_7b.yaml")
     assert cfg.lora is None and cfg.schedule.learning_rate == 1e-6 and cfg.train.batch_size == 1
+    # its DynamicLossScaleUpdateCell (skips fp16 overflow steps) is reported, not silently dropped
+    assert "runner_wrapper.scale_sense.type='DynamicLossScaleUpdateCell'" in cfg.unsupported
 
 
 @pytest.mark.parametrize("name", ["tiny_full", "tiny_lora", "finetune_llama2_7b", "lora_llama2_7b"])

@@ -67,7 +67,6 @@ NO_EFFECT = {
     "parallel_config.gradient_aggregation_group",
     "parallel_config.data_parallel",
     "runner_wrapper.type",
-    "runner_wrapper.scale_sense",
     "callbacks.MFLossMonitor",
     "callbacks.ObsMonitor",
     "callbacks.CheckpointMonitor.integrated_save",
@@ -85,6 +84,7 @@ NEUTRAL = {
     "lr_scale": False,
     "parallel_config.pipeline_stage": 1,
     "runner_wrapper.use_clip_grad": None,  # implemented; listed to consume it
+    "runner_wrapper.scale_sense": 1.0,  # a loss-scale cell (fp16 overflow skipping) is not implemented
     "lr_schedule.num_cycles": 0.5,
     "lr_schedule.decay_steps": None,
     "lr_schedule.decay_ratio": None,
