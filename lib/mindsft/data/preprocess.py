@@ -19,7 +19,7 @@ import json
 import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -64,12 +64,15 @@ def _run_task(task):
 
 class OrderedResults:
     """Runs tasks (in this process when workers <= 1) and yields their results in
-    task order, with at most 2 * workers tasks queued or done-but-unwritten. With
+    task order, with at most 3 * workers tasks queued or done-but-unwritten. With
     workers, the first tasks are submitted on construction, so the caller can do
-    its own setup (importing MindSpore) while they run. Use as a context manager."""
+    its own setup (importing MindSpore) while they run; and while the next result
+    is not ready, this process runs the next task itself instead of waiting. Use
+    as a context manager."""
 
     def __init__(self, tasks, model_file, workers: int):
         self.tasks, self.workers, self.pool = iter(tasks), workers, None
+        self.model_file = model_file
         self.pending = collections.deque()
         if workers <= 1:
             _init_worker(model_file)
@@ -104,11 +107,26 @@ class OrderedResults:
             return
         try:
             while self.pending:
+                idle = not self.pending[0].done() and len(self.pending) < 3 * self.workers
+                if idle and self._run_next_here():
+                    continue
                 result = self.pending.popleft().result()
                 self._fill()
                 yield result
         except BrokenProcessPool as exc:
             raise MindsftError(f"a preprocess worker process died ({exc})") from None
+
+    def _run_next_here(self) -> bool:
+        """Run the next task in this process, its result queued in order."""
+        task = next(self.tasks, None)
+        if task is None:
+            return False
+        if _worker_tokenizer is None:
+            _init_worker(self.model_file)
+        done = Future()
+        done.set_result(_run_task(task))
+        self.pending.append(done)
+        return True
 
     def __enter__(self):
         return self
