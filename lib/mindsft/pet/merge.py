@@ -9,7 +9,7 @@ merge twice is impossible by construction (the LoRA keys are gone).
 import numpy as np
 
 from mindsft.errors import MindsftError
-from mindsft.pet.lora import LORA_A, LORA_B
+from mindsft.pet.config import LORA_A, LORA_B
 
 
 def lora_pairs(names) -> dict:

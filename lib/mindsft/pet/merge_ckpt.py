@@ -11,7 +11,7 @@ import numpy as np
 from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
 from mindsft.models.loading import MODEL_PREFIXES, read_checkpoint
-from mindsft.pet.lora import is_lora_param
+from mindsft.pet.config import is_lora_param
 from mindsft.pet.merge import lora_pairs, merge_weight
 from mindsft.train.checkpoint import list_checkpoints
 

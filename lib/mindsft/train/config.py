@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from mindsft.errors import MindsftError
-from mindsft.pet.lora import LoraConfig
+from mindsft.pet.config import LoraConfig
 
 OPTIMIZERS = ("AdamWeightDecay", "FP32StateAdamWeightDecay", "AdamW")
 SCHEDULES = ("CosineWithWarmUpLR", "ConstantWarmUpLR", "constant_with_warmup")
