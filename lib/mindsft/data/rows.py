@@ -16,7 +16,9 @@ sides of a space that follows a non-space (`splits_at_spaces`), a round
 `P + " " + H + " ASSISTANT: " + Y` (P = the system prompt and "USER:", or "USER:")
 is tokenized as T(P) + T(H + " ASSISTANT:") + T(Y), with T(P) computed once, and the
 instruction length is the length of the first two; otherwise the round and its
-instruction part are each tokenized whole."""
+instruction part are each tokenized whole. Rows made only of such split rounds are
+put together for a whole chunk at once by numpy (`_SplitRows`); the others row by
+row (`qa_row`)."""
 
 import dataclasses
 
@@ -144,19 +146,92 @@ def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
     """Rows for records[start:start + len(records)] of `source`: int32 arrays
     (n, length) of input_ids and labels, and their Stats."""
     plans = [record_plans(r, f"{source}: record {start + k}", tok) for k, r in enumerate(records)]
-    encoded = iter(tok.encode_batch([t for rounds in plans for plan in rounds for t in plan.texts]))
+    flat, offsets = tok.encode_flat([t for rounds in plans for plan in rounds for t in plan.texts])
     input_ids = np.empty((len(records), length), dtype=np.int32)
     labels = np.empty_like(input_ids)
     stats = Stats(rows=len(records))
+    split = _SplitRows(tok, flat)
+    text = 0
     for k, rounds in enumerate(plans):
-        parts = [plan.assemble([next(encoded) for _ in plan.texts], tok) for plan in rounds]
+        if all(plan.prefix is not None for plan in rounds):
+            split.add(k, rounds, offsets[text : text + 2 * len(rounds) + 1])
+            text += 2 * len(rounds)
+            continue
+        parts = []
+        for plan in rounds:
+            encoded = [
+                flat[offsets[text + i] : offsets[text + i + 1]].tolist()
+                for i in range(len(plan.texts))
+            ]
+            text += len(plan.texts)
+            parts.append(plan.assemble(encoded, tok))
         input_ids[k], labels[k], n = qa_row(parts, length, tok)
         stats.tokens += min(n, length)
         stats.rows_truncated += n > length
+    split.write(input_ids, labels, length, stats)
     trained = np.count_nonzero(labels != IGNORE_INDEX, axis=1)
     stats.trained_tokens = int(trained.sum())
     stats.rows_fully_masked = int(np.count_nonzero(trained == 0))
     return input_ids, labels, stats
+
+
+class _SplitRows:
+    """The rows whose rounds all take the split path, built together by numpy:
+    each row is a list of segments - BOS, then per round the prefix's ids, the
+    question, the answer, EOS - read from one source array (the chunk's encoded
+    texts, then BOS, EOS and the prefixes' ids). BOS, prefixes and questions are
+    masked; what qa_row does for such rows, where every round is instructed."""
+
+    def __init__(self, tok, flat: np.ndarray):
+        consts = {"bos": [tok.bos_id], "eos": [tok.eos_id]}
+        consts.update((p, tok.cached_ids(p)) for p in (SYSTEM_PREFIX, USER_PREFIX))
+        self.at, parts, end = {}, [flat], len(flat)
+        for name, ids in consts.items():
+            self.at[name] = (end, len(ids))
+            parts.append(np.asarray(ids, dtype=np.int32))
+            end += len(ids)
+        self.source = np.concatenate(parts)
+        self.pad_id = tok.pad_id
+        self.rows, self.starts, self.lengths, self.masked, self.owner = [], [], [], [], []
+
+    def add(self, k: int, rounds: list, offsets) -> None:
+        """Row k from its rounds and its texts' offsets (question, answer per round)."""
+        segments = [(*self.at["bos"], True)]
+        for r, plan in enumerate(rounds):
+            q, a, end = offsets[2 * r : 2 * r + 3]
+            segments += [(*self.at[plan.prefix], True), (q, a - q, True), (a, end - a, False)]
+            segments.append((*self.at["eos"], False))
+        for begin, size, masked in segments:
+            self.starts.append(begin)
+            self.lengths.append(size)
+            self.masked.append(masked)
+        self.owner += [len(self.rows)] * len(segments)
+        self.rows.append(k)
+
+    def write(self, input_ids: np.ndarray, labels: np.ndarray, length: int, stats: Stats) -> None:
+        """Fill the rows into input_ids and labels (n, length); count them in stats."""
+        if not self.rows:
+            return
+        lengths = np.asarray(self.lengths, dtype=np.int64)
+        ends = np.cumsum(lengths)
+        shift = np.repeat(np.asarray(self.starts, dtype=np.int64) - (ends - lengths), lengths)
+        ids = self.source[shift + np.arange(len(shift))]  # all rows' ids, one after another
+        masked = np.repeat(np.asarray(self.masked), lengths)
+        owner = np.repeat(np.asarray(self.owner, dtype=np.int64), lengths)
+        n = np.bincount(owner, minlength=len(self.rows))  # unpadded row lengths
+        pos = np.arange(len(ids)) - (np.cumsum(n) - n)[owner]
+        keep = pos < length
+        rows = np.full((len(self.rows), length), self.pad_id, dtype=np.int32)
+        rows[owner[keep], pos[keep]] = ids[keep]
+        row_labels = np.full_like(rows, IGNORE_INDEX)
+        row_labels[owner[keep], pos[keep]] = np.where(masked, IGNORE_INDEX, ids)[keep]
+        # MindFormers' cur_len != total_len: a pad id inside a row that was not cut
+        pads = np.bincount(owner[ids == self.pad_id], minlength=len(self.rows))
+        row_labels[(n < length) & (pads > 0)] = IGNORE_INDEX
+        input_ids[self.rows] = rows
+        labels[self.rows] = row_labels
+        stats.tokens += int(np.minimum(n, length).sum())
+        stats.rows_truncated += int(np.count_nonzero(n > length))
 
 
 # ---- wiki
@@ -164,9 +239,7 @@ def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
 
 def wiki_chunk(tok, paragraphs: list) -> np.ndarray:
     """The concatenated ids of the paragraphs, each as BOS + text + EOS."""
-    out = []
-    for ids in tok.encode_batch(paragraphs):
-        out.append(tok.bos_id)
-        out += ids
-        out.append(tok.eos_id)
-    return np.asarray(out, dtype=np.int32)
+    flat, offsets = tok.encode_flat(paragraphs)
+    # BOS before each paragraph's ids, EOS after them
+    out = np.insert(flat, offsets[:-1], tok.bos_id)
+    return np.insert(out, offsets[1:] + np.arange(1, len(offsets)), tok.eos_id)

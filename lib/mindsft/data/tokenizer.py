@@ -10,9 +10,10 @@ are cut into words at such spaces and each distinct word is encoded once."""
 
 import hashlib
 import re
-from itertools import chain
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from mindsft.errors import MindsftError
@@ -63,7 +64,8 @@ class SentencePieceTokenizer:
         self._special_re = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
         self._specials_at_start = tuple(alternatives)
         self.splits_at_spaces = self._splits_at_spaces()
-        self._cache = {}
+        self._prefixes = {}
+        self._words = _WordTable()
 
     def __getstate__(self):
         # a worker process rebuilds the processor from the file
@@ -99,38 +101,41 @@ class SentencePieceTokenizer:
 
     def cached_ids(self, text: str) -> list:
         """Ids of a text that recurs in every record (a prompt prefix), computed once."""
-        if text not in self._cache:
-            self._cache[text] = self.encode_batch([text])[0]
-        return self._cache[text]
+        if text not in self._prefixes:
+            self._prefixes[text] = self.encode_batch([text])[0]
+        return self._prefixes[text]
 
     def sha256(self) -> str:
         return file_sha256(self.model_file)
 
     def encode_batch(self, texts: list) -> list:
-        """Ids of each text (no BOS/EOS), as MindFormers' tokenizer gives them:
-        special-token strings become their ids, the text between them is encoded by
-        SentencePiece - in words cut at single spaces (see `_splits_at_spaces`),
-        each distinct word encoded once, where the model allows it."""
-        pieces = [self._pieces(t) for t in texts]
-        store = self._cache if self.splits_at_spaces else {}
-        if len(store) > CACHE_LIMIT:
-            store.clear()
-        words = set(chain.from_iterable(chain.from_iterable(pieces))) - store.keys()
-        todo = [w for w in words if type(w) is str]
-        # one thread each: the --workers processes are the parallelism
-        for word, ids in zip(todo, self.sp.encode(todo, num_threads=1)):
-            store[word] = ids
-        lookup = store.__getitem__
-        out = []
-        for segments in pieces:
-            ids = []
-            for segment in segments:
+        """Ids of each text (no BOS/EOS), as lists; see `encode_flat`."""
+        flat, offsets = self.encode_flat(texts)
+        return [flat[a:b].tolist() for a, b in pairwise(offsets)]
+
+    def encode_flat(self, texts: list) -> tuple:
+        """Ids of all texts (no BOS/EOS) as one int32 array, and the offsets where
+        each text's ids start (one more than texts), as MindFormers' tokenizer gives
+        them: special-token strings become their ids, the text between them is
+        encoded by SentencePiece - in words cut at single spaces (see
+        `_splits_at_spaces`), each distinct word encoded once, where the model
+        allows it."""
+        keys, counts = [], []
+        for text in texts:
+            before = len(keys)
+            for segment in self._pieces(text):
                 if type(segment) is tuple:  # a special token's id
-                    ids += segment
+                    keys.append(segment)
                 else:
-                    ids += chain.from_iterable(map(lookup, segment))
-            out.append(ids)
-        return out
+                    keys += segment
+            counts.append(len(keys) - before)
+        table = self._words if self.splits_at_spaces else _WordTable()
+        table.add(keys, self.sp)
+        flat, key_ends = table.ids(keys)
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        offsets = np.concatenate([[0], key_ends])[offsets]
+        return flat, offsets
 
     def _pieces(self, text: str) -> list:
         """The text as lists of strings to encode, between (special-token id,)."""
@@ -145,3 +150,45 @@ class SentencePieceTokenizer:
             elif segment:
                 out.append(split(segment))
         return out
+
+
+class _WordTable:
+    """Distinct words (and special-token keys `(id,)`) with their ids, held as one
+    flat int32 array, so that a batch's ids are gathered by numpy."""
+
+    def __init__(self):
+        self.index = {}
+        self.flat = np.empty(0, dtype=np.int32)
+        self.starts = np.empty(0, dtype=np.int64)
+        self.lengths = np.empty(0, dtype=np.int64)
+
+    def add(self, keys: list, sp) -> None:
+        """Encode the keys not yet known (one SentencePiece batch call)."""
+        new = set(keys).difference(self.index)
+        if not new:
+            return
+        if len(self.index) + len(new) > CACHE_LIMIT:
+            self.__init__()
+        new = list(new)
+        words = [k for k in new if type(k) is str]
+        # one thread each: the --workers processes are the parallelism
+        encoded = dict(zip(words, sp.encode(words, num_threads=1)))
+        pieces = [list(k) if type(k) is tuple else encoded[k] for k in new]
+        lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+        starts = len(self.flat) + np.cumsum(lengths) - lengths
+        self.index.update(zip(new, range(len(self.index), len(self.index) + len(new))))
+        joined = np.fromiter(
+            (i for p in pieces for i in p), dtype=np.int32, count=int(lengths.sum())
+        )
+        self.flat = np.concatenate([self.flat, joined])
+        self.starts = np.concatenate([self.starts, starts])
+        self.lengths = np.concatenate([self.lengths, lengths])
+
+    def ids(self, keys: list) -> tuple:
+        """The keys' ids one after another, and where each key's ids end."""
+        idx = np.fromiter(map(self.index.__getitem__, keys), dtype=np.int64, count=len(keys))
+        lengths = self.lengths[idx]
+        ends = np.cumsum(lengths)
+        # position t of the output reads flat[start of its key + (t - begin of its key)]
+        shift = np.repeat(self.starts[idx] - (ends - lengths), lengths)
+        return self.flat[shift + np.arange(len(shift))], ends
