@@ -23,6 +23,20 @@ wildcard_constraints:
     seq=r"\d+",
 
 
+# Small or network-bound jobs run where Snakemake runs (a cluster's login node,
+# which can usually reach the hub), not as cluster jobs.
+localrules:
+    download_model,
+    download_dataset,
+    split_dataset,
+    resolve_config,
+    report_config,
+    plot_loss,
+    plot_eval,
+    data_stats,
+    benchmarks,
+
+
 include: "rules/weights.smk"
 include: "rules/data.smk"
 include: "rules/finetune.smk"

@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+# Slurm's own default path: Snakemake's job step clears every SLURM_* variable
+# (SLURM_CONF too) before it calls srun, so the config must be where srun looks.
+CONF = Path("/etc/slurm/slurm.conf")
+MARK = "# written by mindsft's tests (tests/workflow/slurm.py); removed after them\n"
 PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "slurm"
 MUNGE_RUN = Path("/run/munge")
 
@@ -20,6 +24,8 @@ def unavailable() -> str:
     """Why a local SLURM cannot be had here ('' when it can)."""
     if os.geteuid() != 0:
         return "starting slurmctld/slurmd/munged needs root"
+    if CONF.exists() and not CONF.read_text().startswith(MARK):
+        return f"{CONF} belongs to another SLURM set-up; not replacing it"
     if all(shutil.which(b) for b in ("slurmctld", "slurmd", "munged", "sbatch")):
         return ""
     if not shutil.which("apt-get"):
@@ -46,7 +52,7 @@ def slurm_conf(root: Path) -> str:
     host = hostname()
     mem_mb = int(int(subprocess.run(["free", "-m"], capture_output=True, text=True,
                                     check=True).stdout.split("\n")[1].split()[1]) * 0.9)
-    return f"""ClusterName=mindsft-test
+    return f"""{MARK}ClusterName=mindsft-test
 SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
@@ -98,7 +104,10 @@ def local_slurm(root: Path):
     root = Path(root)
     for sub in ("state", "spool"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    conf = root / "slurm.conf"
+    if unavailable():
+        raise RuntimeError(unavailable())
+    conf = CONF
+    conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(slurm_conf(root))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     MUNGE_RUN.mkdir(parents=True, exist_ok=True)
@@ -125,3 +134,4 @@ def local_slurm(root: Path):
         _stop(root / "slurmctld.pid")
         if started_munge:
             _stop(munge_pid)
+        CONF.unlink(missing_ok=True)
