@@ -287,3 +287,33 @@ def test_packed_rows_write_the_bytes_filewriter_writes(tmp_path, dataset_type):
     for suffix in ("", ".db"):
         public_bytes = (tmp_path / "public" / f"x.mindrecord{suffix}").read_bytes()
         assert (tmp_path / "final" / f"x.mindrecord{suffix}").read_bytes() == public_bytes
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '[{"a": 1}]',
+        ' \n\t[ {"a": [1, {"b": "]"}]} ,\r\n"x,]" , 3.5e2,null,[] ] \n',
+        '[{"s": "\\u00e9\\n", "t": "日本"}, {"k": -0.0}]',
+    ],
+)
+def test_streamed_json_list_equals_json_load(tmp_path, content):
+    path = tmp_path / "list.json"
+    path.write_text(content, encoding="utf-8")
+    assert list(pre.iter_json_list(path)) == json.loads(content)
+
+
+@pytest.mark.parametrize(
+    "content", ["", "{}", "[]", "[ ]", "[1,]", "[1 2]", "[1] x", "[1", '[{"a": }]', "\ufeff[1]"]
+)
+def test_streamed_json_list_fails_as_load_json_list(tmp_path, content):
+    from mindsft.data.alpaca import load_json_list
+    from mindsft.errors import MindsftError
+
+    path = tmp_path / "list.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(MindsftError) as expected:
+        load_json_list(path)
+    with pytest.raises(MindsftError) as streamed:
+        list(pre.iter_json_list(path))
+    assert str(streamed.value) == str(expected.value)

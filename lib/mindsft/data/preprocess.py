@@ -151,9 +151,44 @@ def input_files(pattern: str) -> list:
 
 def qa_tasks(files: list, length: int):
     for path in files:
-        records = load_json_list(path)
-        for start in range(0, len(records), CHUNK_RECORDS):
-            yield "qa", (records[start : start + CHUNK_RECORDS], start, path, length)
+        records = iter_json_list(path)
+        for start in itertools.count(0, CHUNK_RECORDS):
+            chunk = list(itertools.islice(records, CHUNK_RECORDS))
+            if not chunk:
+                break
+            yield "qa", (chunk, start, path, length)
+
+
+def iter_json_list(path):
+    """The records of a file holding a JSON list, parsed one by one as they are
+    needed (the workers start on the first chunk, and the records in memory are
+    those in flight); a file that is not a non-empty JSON list fails with
+    load_json_list's one-line error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        _json_list_error(path)
+    decode = json.JSONDecoder().raw_decode
+    skip = json.decoder.WHITESPACE.match
+    pos = skip(text, 0).end()
+    if not text.startswith("[", pos) or text.startswith("]", skip(text, pos + 1).end()):
+        _json_list_error(path)
+    while True:
+        try:
+            record, pos = decode(text, skip(text, pos + 1).end())
+        except json.JSONDecodeError:
+            _json_list_error(path)
+        yield record
+        pos = skip(text, pos).end()
+        if text.startswith("]", pos) and skip(text, pos + 1).end() == len(text):
+            return
+        if not text.startswith(",", pos):
+            _json_list_error(path)
+
+
+def _json_list_error(path):
+    load_json_list(path)  # raises the error that names what is wrong
+    raise MindsftError(f"{path}: not valid JSON")
 
 
 def wiki_tasks(files: list):
