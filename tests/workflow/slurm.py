@@ -47,11 +47,16 @@ def hostname() -> str:
     return socket.gethostname().split(".")[0]
 
 
+def node_memory_mb() -> int:
+    """What the test node offers SLURM: 90% of this machine's memory."""
+    total = subprocess.run(["free", "-m"], capture_output=True, text=True, check=True).stdout
+    return int(int(total.split("\n")[1].split()[1]) * 0.9)
+
+
 def slurm_conf(root: Path) -> str:
-    """One node (this host, all its CPUs, 90% of its free memory), one partition."""
+    """One node (this host, all its CPUs, 90% of its memory), one partition."""
     host = hostname()
-    mem_mb = int(int(subprocess.run(["free", "-m"], capture_output=True, text=True,
-                                    check=True).stdout.split("\n")[1].split()[1]) * 0.9)
+    mem_mb = node_memory_mb()
     return f"""{MARK}ClusterName=mindsft-test
 SlurmctldHost={host}
 SlurmUser=root

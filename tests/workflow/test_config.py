@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.workflow.conftest import ROOT, planned_jobs, snakemake, write_config
+from tests.workflow.conftest import BIN, ROOT, planned_jobs, snakemake, write_config
 
 PRODUCTION = ["results/lora_llama2_7b/ckpt", "results/finetune_llama2_7b/ckpt"]
 # STYLE.md's directive order (input, output, log, benchmark, params, threads,
@@ -63,7 +63,7 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_snakefmt_is_clean():
-    cmd = [str(ROOT / ".venv" / "bin" / "snakefmt"), "--check", "-o", DIRECTIVE_ORDER,
+    cmd = [str(BIN / "snakefmt"), "--check", "-o", DIRECTIVE_ORDER,
            str(ROOT / "Snakefile"), str(ROOT / "rules")]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
