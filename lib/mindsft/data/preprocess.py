@@ -161,29 +161,65 @@ def qa_tasks(files: list, length: int):
 
 def iter_json_list(path):
     """The records of a file holding a JSON list, parsed one by one as they are
-    needed (the workers start on the first chunk, and the records in memory are
-    those in flight); a file that is not a non-empty JSON list fails with
-    load_json_list's one-line error."""
+    needed, from a buffer of a block or two (the workers start on the first chunk,
+    and memory holds only the records in flight); a file that is not a non-empty
+    JSON list fails with load_json_list's one-line error."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        with open(path, encoding="utf-8") as f:
+            stream = _JsonStream(f)
+            if stream.next_char() != "[":
+                _json_list_error(path)
+            stream.pos += 1
+            while True:
+                yield stream.value()
+                sep = stream.next_char()
+                stream.pos += 1
+                if sep == "]" and stream.next_char() == "":
+                    return
+                if sep != ",":
+                    _json_list_error(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         _json_list_error(path)
-    decode = json.JSONDecoder().raw_decode
-    skip = json.decoder.WHITESPACE.match
-    pos = skip(text, 0).end()
-    if not text.startswith("[", pos) or text.startswith("]", skip(text, pos + 1).end()):
-        _json_list_error(path)
-    while True:
-        try:
-            record, pos = decode(text, skip(text, pos + 1).end())
-        except json.JSONDecodeError:
-            _json_list_error(path)
-        yield record
-        pos = skip(text, pos).end()
-        if text.startswith("]", pos) and skip(text, pos + 1).end() == len(text):
-            return
-        if not text.startswith(",", pos):
-            _json_list_error(path)
+
+
+class _JsonStream:
+    """A text file read in blocks, with the position of the next unread character."""
+
+    BLOCK = 1 << 20  # characters
+
+    def __init__(self, f):
+        self.f, self.buf, self.pos, self.eof = f, "", 0, False
+        self.decode = json.JSONDecoder().raw_decode
+
+    def _fill(self) -> bool:
+        """Append the next block to what is unread; False at the end of the file."""
+        block = "" if self.eof else self.f.read(self.BLOCK)
+        self.buf, self.pos, self.eof = self.buf[self.pos :] + block, 0, not block
+        return bool(block)
+
+    def next_char(self) -> str:
+        """Skip whitespace; the next character, "" at the end of the file."""
+        while True:
+            self.pos = json.decoder.WHITESPACE.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or not self._fill():
+                return self.buf[self.pos : self.pos + 1]
+
+    def value(self):
+        """The next element of the list. Unless the buffer shows "," or "]" after
+        it (a number cut by the end of a block may parse short), it is parsed
+        again with the next block, until the file ends."""
+        self.next_char()
+        while True:
+            try:
+                value, end = self.decode(self.buf, self.pos)
+                after = json.decoder.WHITESPACE.match(self.buf, end).end()
+                if self.buf[after : after + 1] in (",", "]") or self.eof:
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError:
+                if self.eof:
+                    raise
+            self._fill()
 
 
 def _json_list_error(path):
