@@ -322,3 +322,17 @@ def test_streamed_json_list_fails_as_load_json_list(tmp_path, monkeypatch, conte
     with pytest.raises(MindsftError) as streamed:
         list(pre.iter_json_list(path))
     assert str(streamed.value) == str(expected.value)
+
+
+def test_word_cache_past_its_limit_still_gives_sentencepiece_ids(
+    alpaca_fixture, llama2_tokenizer, monkeypatch
+):
+    import sentencepiece as spm
+    from mindsft.data import tokenizer
+
+    monkeypatch.setattr(tokenizer, "CACHE_LIMIT", 50)  # emptied on almost every batch
+    tok = tokenizer.SentencePieceTokenizer(llama2_tokenizer)
+    sp = spm.SentencePieceProcessor(model_file=str(llama2_tokenizer))
+    texts = [r["output"] for r in json.loads(alpaca_fixture.read_text())[:40]]
+    for start in range(0, 40, 10):
+        assert tok.encode_batch(texts[start : start + 10]) == sp.encode(texts[start : start + 10])

@@ -10,7 +10,7 @@ are cut into words at such spaces and each distinct word is encoded once."""
 
 import hashlib
 import re
-from itertools import pairwise
+from itertools import pairwise, repeat
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +130,7 @@ class SentencePieceTokenizer:
                     keys += segment
             counts.append(len(keys) - before)
         table = self._words if self.splits_at_spaces else _WordTable()
-        table.add(keys, self.sp)
-        flat, key_ends = table.ids(keys)
+        flat, key_ends = table.ids(keys, self.sp)
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         offsets = np.concatenate([[0], key_ends])[offsets]
@@ -162,13 +161,8 @@ class _WordTable:
         self.starts = np.empty(0, dtype=np.int64)
         self.lengths = np.empty(0, dtype=np.int64)
 
-    def add(self, keys: list, sp) -> None:
-        """Encode the keys not yet known (one SentencePiece batch call)."""
-        new = set(keys).difference(self.index)
-        if not new:
-            return
-        if len(self.index) + len(new) > CACHE_LIMIT:
-            self.__init__()
+    def _add(self, new: set, sp) -> None:
+        """Encode new keys (one SentencePiece batch call) and append their ids."""
         new = list(new)
         words = [k for k in new if type(k) is str]
         # one thread each: the --workers processes are the parallelism
@@ -184,9 +178,18 @@ class _WordTable:
         self.starts = np.concatenate([self.starts, starts])
         self.lengths = np.concatenate([self.lengths, lengths])
 
-    def ids(self, keys: list) -> tuple:
-        """The keys' ids one after another, and where each key's ids end."""
-        idx = np.fromiter(map(self.index.__getitem__, keys), dtype=np.int64, count=len(keys))
+    def ids(self, keys: list, sp) -> tuple:
+        """The keys' ids one after another (new keys encoded by `sp` first), and
+        where each key's ids end."""
+        idx = np.array(list(map(self.index.get, keys, repeat(-1))), dtype=np.int64)
+        missing = np.flatnonzero(idx < 0).tolist()
+        if missing:
+            new = {keys[i] for i in missing}
+            if len(self.index) + len(new) > CACHE_LIMIT:
+                self.__init__()
+                new, missing = set(keys), range(len(keys))
+            self._add(new, sp)
+            idx[missing] = [self.index[keys[i]] for i in missing]
         lengths = self.lengths[idx]
         ends = np.cumsum(lengths)
         # position t of the output reads flat[start of its key + (t - begin of its key)]
