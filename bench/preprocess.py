@@ -6,8 +6,10 @@ Builds a 52,000-row conversation file from the shared alpaca fixture (converted 
 peak RSS of that process and its worker processes together (sampled with psutil).
 
 For the peer comparison, pass MindFormers' llama_preprocess.py (from a mindformers
-checkout) and a Python that can import mindformers; it runs on a subsample with the
-same flags, and the bench prints both rates and their ratio:
+checkout: mindformers/tools/dataset_preprocess/llama/; its `from conversation import
+get_default_conv_template` needs FastChat's vicuna_v1.1 template beside it) and a
+Python that can import mindformers; it runs on a subsample with the same flags, and
+the bench prints both rates and their ratio:
 
     python bench/preprocess.py [--rows 52000] [--workers 2] [--seq_length 512] \\
         [--mindformers_script PATH --mindformers_python PY --mindformers_rows 2000]
@@ -124,6 +126,7 @@ def main() -> None:
     p.add_argument("--mindformers_rows", type=int, default=2000)
     args = p.parse_args()
 
+    print(f"load average (1 min) at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         source = make_input(work, args.rows)
