@@ -147,6 +147,7 @@ def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
     (n, length) of input_ids and labels, and their Stats."""
     plans = [record_plans(r, f"{source}: record {start + k}", tok) for k, r in enumerate(records)]
     flat, offsets = tok.encode_flat([t for rounds in plans for plan in rounds for t in plan.texts])
+    offsets = offsets.tolist()  # Python ints: cheaper than numpy scalars one at a time
     input_ids = np.empty((len(records), length), dtype=np.int32)
     labels = np.empty_like(input_ids)
     stats = Stats(rows=len(records))
@@ -194,18 +195,20 @@ class _SplitRows:
         self.pad_id = tok.pad_id
         self.rows, self.starts, self.lengths, self.masked, self.owner = [], [], [], [], []
 
-    def add(self, k: int, rounds: list, offsets) -> None:
+    def add(self, k: int, rounds: list, offsets: list) -> None:
         """Row k from its rounds and its texts' offsets (question, answer per round)."""
-        segments = [(*self.at["bos"], True)]
+        (bos, _), (eos, _) = self.at["bos"], self.at["eos"]
+        starts, lengths, masked = [bos], [1], [True]
         for r, plan in enumerate(rounds):
             q, a, end = offsets[2 * r : 2 * r + 3]
-            segments += [(*self.at[plan.prefix], True), (q, a - q, True), (a, end - a, False)]
-            segments.append((*self.at["eos"], False))
-        for begin, size, masked in segments:
-            self.starts.append(begin)
-            self.lengths.append(size)
-            self.masked.append(masked)
-        self.owner += [len(self.rows)] * len(segments)
+            head, head_len = self.at[plan.prefix]
+            starts += (head, q, a, eos)
+            lengths += (head_len, a - q, end - a, 1)
+            masked += (True, True, False, False)
+        self.starts += starts
+        self.lengths += lengths
+        self.masked += masked
+        self.owner += [len(self.rows)] * len(starts)
         self.rows.append(k)
 
     def write(self, input_ids: np.ndarray, labels: np.ndarray, length: int, stats: Stats) -> None:
