@@ -6,10 +6,12 @@ Each piece of text is tokenized once, by SentencePiece's batch encoder, in
 `--workers` processes; rows are streamed to MindSpore's FileWriter in input order,
 with a bounded number of tasks in flight. Outputs appear only when complete.
 
-Speed: the workers send each chunk back as one buffer of MindRecord blobs
-(`pack_rows`), and the writer hands those blobs to MindSpore's shard writer
+Speed: conversation files are parsed record by record as chunks are needed
+(`iter_json_list`); the workers send each chunk back as one buffer of MindRecord
+blobs (`pack_rows`), and the writer hands those blobs to MindSpore's shard writer
 directly, skipping FileWriter's per-row Python (schema check, blob merging) that
-costs more than tokenizing; see `_MindRecordRows`."""
+costs more than tokenizing (`_MindRecordRows`); the writing process tokenizes a
+chunk itself whenever the next result is not ready (`OrderedResults`)."""
 
 import collections
 import dataclasses
