@@ -43,7 +43,7 @@ def write_config(workdir: Path, edit=None) -> Path:
 def snakemake(workdir: Path, *args, check=True, offline=False, timeout=900, extra_env=None):
     """Run snakemake on the project's Snakefile in `workdir`; return the result."""
     cmd = [*(offline_prefix() if offline else []), SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+           "--directory", str(workdir), f"--configfile={workdir / 'config.yaml'}", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**env(), **(extra_env or {})},
                             timeout=timeout, check=False)
     if check and result.returncode != 0:

@@ -133,10 +133,10 @@ def test_the_slurm_profile_gives_the_same_checkpoint_as_the_local_run(demo, tmp_
     targets = ["results/tiny_lora/ckpt", "results/tiny_lora/eval/metrics.json"]
     mem_mb = min(4000, slurm.node_memory_mb() // 2)  # the profile's sizes may not fit here
     with slurm.local_slurm(tmp_path / "slurm") as env:
-        result = snakemake(tmp_path, "--profile", str(slurm.PROFILE), "--jobs", "2",
+        result = snakemake(tmp_path, *targets, "--profile", str(slurm.PROFILE), "--jobs", "2",
                            "--slurm-init-seconds-before-status-checks", "5",
+                           "--set-resources", f"finetune:mem_mb={mem_mb}",
                            "--default-resources", f"mem_mb={mem_mb}", "runtime=30",
-                           "--set-resources", f"finetune:mem_mb={mem_mb}", *targets,
                            extra_env=env)
     assert "has been submitted with SLURM jobid" in result.stdout + result.stderr
     log = (tmp_path / "logs/finetune/tiny_lora.log").read_text()
