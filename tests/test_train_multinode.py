@@ -1,0 +1,132 @@
+"""Two "nodes" of one worker each, joined by msrun's own multi-node flags.
+
+msrun starts a scheduler on every node whose `--master_addr` is one of its own
+addresses, so two nodes cannot share one network stack. Each node therefore runs
+in its own Linux network namespace; a veth pair joins them on a private /30, and
+both write to the same output directory as nodes on a shared filesystem would.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+from mindsft.train import checkpoint
+from mindsft.train.config import load_finetune_config
+from mindsft.train.trainer import RunPaths, Trainer
+from test_train_support import (
+    cli_env,
+    finetune_yaml,
+    free_port,
+    make_base_checkpoint,
+    make_mindrecord,
+    read_losses,
+)
+
+SUBNET = "10.231.77.{}"  # lives only inside the namespaces this test creates
+
+
+def _ip(*argv, check=True):
+    return subprocess.run(["ip", *argv], capture_output=True, text=True, check=check)
+
+
+def _ensure_iproute2():
+    """Install Debian's iproute2 when `ip` is missing (as root, like the SLURM test)."""
+    if shutil.which("ip"):
+        return
+    if not shutil.which("apt-get"):
+        pytest.skip("`ip` (iproute2) is missing and there is no apt-get to install it")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "iproute2"], check=True, env=env, capture_output=True
+    )
+
+
+@pytest.fixture
+def two_nodes():
+    """Namespaces (node0, node1) joined by a veth pair; node i has address SUBNET.format(i + 1)."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CAP_NET_ADMIN)")
+    _ensure_iproute2()
+    tag = uuid.uuid4().hex[:6]
+    nodes = [f"msft{tag}n0", f"msft{tag}n1"]
+    veth = [f"msft{tag}v0", f"msft{tag}v1"]  # at most 15 characters
+    first = _ip("netns", "add", nodes[0], check=False)
+    if first.returncode != 0:
+        if "not permitted" in first.stderr.lower() or "permission" in first.stderr.lower():
+            pytest.skip(f"cannot create a network namespace: {first.stderr.strip()}")
+        raise RuntimeError(f"ip netns add failed: {first.stderr.strip()}")
+    try:
+        _ip("netns", "add", nodes[1])
+        _ip("link", "add", veth[0], "netns", nodes[0], "type", "veth",
+            "peer", "name", veth[1], "netns", nodes[1])  # fmt: skip
+        for i, (ns, dev) in enumerate(zip(nodes, veth)):
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "addr", "add", f"{SUBNET.format(i + 1)}/30", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        yield nodes
+    finally:
+        for ns in nodes:  # deleting a namespace deletes its end of the veth pair
+            _ip("netns", "delete", ns, check=False)
+
+
+def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
+    tmp_path, two_nodes, alpaca_fixture, llama2_tokenizer
+):
+    base = make_base_checkpoint(tmp_path / "base.ckpt")
+    data = make_mindrecord(tmp_path / "d.mindrecord", alpaca_fixture, llama2_tokenizer, rows=16)
+    two = finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4)
+    one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
+    out = tmp_path / "mn"
+    port = str(free_port())
+    common = [sys.executable, "-m", "mindsft.cli", "finetune", "--config", str(two),
+              "--train_dataset_dir", str(data), "--load_checkpoint", str(base),
+              "--output_dir", str(out), "--use_parallel", "True", "--worker_num", "2",
+              "--local_worker_num", "1", "--master_addr", SUBNET.format(1),
+              "--master_port", port]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", ns, *common, "--node_rank", str(rank)],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # msrun and its workers share the group killed below
+        )
+        for rank, ns in enumerate(two_nodes)
+    ]
+    try:
+        single = Trainer(  # the reference trains while the nodes start up and sync
+            load_finetune_config(one), RunPaths(str(data), str(base), str(tmp_path / "single"))
+        )
+        single.setup()
+        single.train()
+        logs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
+    node_logs = [(out / "msrun_log" / f"msrun_node{r}.log").read_text() for r in (0, 1)]
+    assert ["Start scheduler process" in log for log in node_logs] == [True, False]
+    assert sorted(f.name for f in (out / "msrun_log").glob("worker_*.log")) == [
+        "worker_0.log",
+        "worker_1.log",
+    ]
+
+    losses = read_losses(out)
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert losses[0]["tokens"] == 2 * 2 * 32  # both nodes' batches
+    np.testing.assert_allclose(
+        [r["loss"] for r in losses],
+        [r["loss"] for r in read_losses(tmp_path / "single")],
+        rtol=1e-5,
+    )
+    ranks = [checkpoint.list_checkpoints(out, r)[-1] for r in (0, 1)]
+    assert [p.name for p in ranks] == ["tiny_rank_0-1_4.ckpt", "tiny_rank_1-1_4.ckpt"]
