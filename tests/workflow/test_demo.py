@@ -10,6 +10,7 @@ import shutil
 import zipfile
 
 import pytest
+import yaml
 
 from tests.workflow import slurm
 from tests.workflow.conftest import planned_jobs, snakemake, write_config
@@ -44,7 +45,8 @@ def test_each_run_leaves_a_whole_checkpoint_folder_and_lower_eval_loss(demo, run
     assert sorted(p.name for p in ckpt.iterdir() if not p.name.startswith(".")) == [
         "finetune.yaml", "manifest.json", "model.ckpt", "tokenizer.model"]
     assert not list((demo / "results" / run).glob(".*.tmp-*")), "a temporary folder was left"
-    base = json.loads((demo / "results/eval_base/tiny/tiny_alpaca_256.json").read_text())
+    seq = yaml.safe_load((demo / "config.yaml").read_text())["runs"][run]["seq_length"]
+    base = json.loads((demo / f"results/eval_base/tiny/tiny_alpaca_{seq}.json").read_text())
     tuned = json.loads((demo / "results" / run / "eval/metrics.json").read_text())
     assert tuned["tokens"] == base["tokens"] > 0
     assert tuned["loss"] < base["loss"], "fine-tuning did not lower the held-out loss"
