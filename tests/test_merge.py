@@ -2,6 +2,8 @@
 names and dtypes kept, and `merge-lora` on a trained tiny model gives the same
 loss as the unmerged LoRA model."""
 
+from pathlib import Path
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -77,3 +79,30 @@ def test_merged_checkpoint_loss_equals_lora_model_loss(tmp_path, alpaca_fixture,
     assert abs(base_loss - lora_loss) > 1e-3  # the LoRA update is not a no-op
     stored = ms.load_checkpoint(str(merged))
     assert set(stored) == set(ms.load_checkpoint(str(base)))
+
+
+TINY_FULL = Path(__file__).resolve().parents[1] / "config" / "finetune" / "tiny_full.yaml"
+
+
+def _write_rank(train_dir, rank, weights):
+    from mindsft.convert.ckpt import CkptWriter
+
+    path = train_dir / "checkpoint" / f"rank_{rank}" / f"tiny_rank_{rank}-1_2.ckpt"
+    path.parent.mkdir(parents=True)
+    with CkptWriter(path) as out:
+        for name, array in weights.items():
+            out.write(name, array)
+    return path
+
+
+def test_full_run_merge_refuses_replicas_that_differ_and_writes_nothing(tmp_path, capsys):
+    weights = {"model.norm_out.weight": np.ones(4, np.float32), "adam_m.x": np.zeros(2, np.float32)}
+    rank0 = _write_rank(tmp_path / "train", 0, weights)
+    _write_rank(tmp_path / "train", 1, {**weights, "model.norm_out.weight": np.full(4, 2, np.float32)})
+    merged = tmp_path / "merged.ckpt"
+    argv = ["merge-lora", "--config", str(TINY_FULL), "--base_checkpoint",
+            str(rank0), "--lora_checkpoint", str(tmp_path / "train"), "--output_path", str(merged)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rank_1" in err and "model.norm_out.weight" in err
+    assert not merged.exists() and not list(tmp_path.glob(".merged*"))
