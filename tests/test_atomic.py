@@ -1,5 +1,4 @@
 import pytest
-
 from mindsft.atomic import atomic_output
 
 
@@ -14,11 +13,10 @@ def test_atomic_output_renames_file_on_success(tmp_path):
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.mindrecord"
-    with pytest.raises(RuntimeError):
-        with atomic_output(target, suffixes=(".db",)) as tmp:
-            tmp.write_text("half")
-            (tmp.parent / f"{tmp.name}.db").write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_output(target, suffixes=(".db",)) as tmp:
+        tmp.write_text("half")
+        (tmp.parent / f"{tmp.name}.db").write_text("half")
+        raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
 
 

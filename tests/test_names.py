@@ -1,5 +1,4 @@
 import pytest
-
 from mindsft.convert.names import HF_TO_MS, hf_to_ms, ms_to_hf
 from mindsft.errors import MindsftError
 

@@ -11,17 +11,16 @@ import mindspore as ms
 import numpy as np
 import pytest
 from mindsft.cli import main
-from mindsft.train import checkpoint
 from mindsft.train.config import load_finetune_config
 from mindsft.train.launch import msrun_command
 from mindsft.train.trainer import RunPaths, Trainer
 from test_train_support import (
+    assert_two_workers_match_the_single_run,
     cli_env,
     finetune_yaml,
     free_port,
     make_base_checkpoint,
     make_mindrecord,
-    read_losses,
 )
 
 
@@ -75,17 +74,7 @@ def test_two_workers_equal_one_worker_with_twice_the_batch(
     )
     single.setup()
     single.train()
-    dp_losses = read_losses(out)
-    assert [r["step"] for r in dp_losses] == [1, 2, 3, 4]
-    assert dp_losses[0]["tokens"] == 2 * 2 * 32  # two workers' batches
-    np.testing.assert_allclose(
-        [r["loss"] for r in dp_losses],
-        [r["loss"] for r in read_losses(tmp_path / "single")],
-        rtol=1e-5,
-    )
-
-    ranks = [checkpoint.list_checkpoints(out, r)[-1] for r in (0, 1)]
-    assert [p.name for p in ranks] == ["tiny_rank_0-1_4.ckpt", "tiny_rank_1-1_4.ckpt"]
+    assert_two_workers_match_the_single_run(out, tmp_path / "single")
     merged = tmp_path / "merged.ckpt"
     argv = ["merge-lora", "--config", str(two), "--base_checkpoint", str(base)]
     assert main([*argv, "--lora_checkpoint", str(out), "--output_path", str(merged)]) == 0

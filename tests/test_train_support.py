@@ -165,3 +165,18 @@ def cli_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def assert_two_workers_match_the_single_run(out: Path, single_dir: Path) -> None:
+    """Two data-parallel workers (batch 2 each) trained 4 steps whose losses equal
+    one worker with batch 4, and each rank wrote its final checkpoint."""
+    from mindsft.train import checkpoint
+
+    losses = read_losses(out)
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert losses[0]["tokens"] == 2 * 2 * 32  # both workers' batches
+    np.testing.assert_allclose(
+        [r["loss"] for r in losses], [r["loss"] for r in read_losses(single_dir)], rtol=1e-5
+    )
+    ranks = [checkpoint.list_checkpoints(out, r)[-1] for r in (0, 1)]
+    assert [p.name for p in ranks] == ["tiny_rank_0-1_4.ckpt", "tiny_rank_1-1_4.ckpt"]
