@@ -48,7 +48,13 @@ def test_each_run_leaves_a_whole_checkpoint_folder_and_lower_eval_loss(demo, run
     seq = yaml.safe_load((demo / "config.yaml").read_text())["runs"][run]["seq_length"]
     base = json.loads((demo / f"results/eval_base/tiny/tiny_alpaca_{seq}.json").read_text())
     tuned = json.loads((demo / "results" / run / "eval/metrics.json").read_text())
-    assert tuned["tokens"] == base["tokens"] > 0
+    for split in ("train", "eval"):  # every demo row fits seq_length and trains tokens
+        stats = json.loads(
+            (demo / f"results/data/tiny_alpaca/{split}/tiny_{seq}.mindrecord.stats.json").read_text()
+        )
+        assert stats["rows_truncated"] == stats["rows_fully_masked"] == 0, stats
+        assert stats["trained_tokens"] >= 4 * stats["rows"], stats
+    assert tuned["tokens"] == base["tokens"] >= 4 * base["rows"]
     assert tuned["loss"] < base["loss"], "fine-tuning did not lower the held-out loss"
     losses = [json.loads(line) for line in (demo / "results" / run / "train/loss.jsonl")
               .read_text().splitlines()]
