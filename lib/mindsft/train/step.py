@@ -69,12 +69,15 @@ class TrainStep:
             grads = tuple(self.all_reduce(g) for g in grads)
             loss_sum = self.all_reduce(loss_sum)
             count = self.all_reduce(count)
-        denom = ops.maximum(count, 1.0)
-        grads = tuple(ops.cast(g, ms.float32) / denom for g in grads)
-        norm = ops.sqrt(sum(ops.square(g).sum() for g in grads))
+        # One pass over the gradients instead of two: the norm of g / count is
+        # norm(g) / count, so normalising and clipping fold into a single scale.
+        inv = 1.0 / ops.maximum(count, 1.0)
+        grads = tuple(ops.cast(g, ms.float32) for g in grads)
+        norm = ops.sqrt(sum(ops.square(g).sum() for g in grads)) * inv
+        scale = inv
         if self.max_grad_norm is not None:
-            scale = self.max_grad_norm / ops.maximum(norm, self.max_grad_norm)
-            grads = tuple(g * scale for g in grads)
+            scale = inv * (self.max_grad_norm / ops.maximum(norm, self.max_grad_norm))
+        grads = tuple(g * scale for g in grads)
         self.optimizer(grads, lr)
         return loss_sum, count, norm
 
