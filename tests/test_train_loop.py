@@ -143,22 +143,25 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert all(np.isfinite(losses)) and len(kept) == len(losses)
 
 
-def cli(workdir, capsys, *extra, yaml_name="bad.yaml", **yaml_kwargs):
-    yaml_path = finetune_yaml(workdir / yaml_name, **yaml_kwargs)
-    argv = [
+def finetune_argv(workdir, config, checkpoint="base.ckpt", *extra) -> list:
+    """`mindsft finetune` on the workdir's data and a checkpoint in it, output to bad/."""
+    return [
         "finetune",
         "--config",
-        str(yaml_path),
+        str(config),
         "--train_dataset_dir",
         str(workdir / "data.mindrecord"),
-    ]
-    argv += [
         "--load_checkpoint",
-        str(workdir / "base.ckpt"),
+        str(workdir / checkpoint),
         "--output_dir",
         str(workdir / "bad"),
         *extra,
     ]
+
+
+def cli(workdir, capsys, *extra, yaml_name="bad.yaml", **yaml_kwargs):
+    yaml_path = finetune_yaml(workdir / yaml_name, **yaml_kwargs)
+    argv = finetune_argv(workdir, yaml_path, "base.ckpt", *extra)
     rc = main(argv)
     err = [
         line
@@ -179,34 +182,19 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(workdir, capsys, tmp_path):
         [{"name": n, "data": p} for n, p in stored.items()], str(workdir / "base_short.ckpt")
     )
     yaml_path = finetune_yaml(workdir / "ok.yaml")
-    argv = [
-        "finetune",
-        "--config",
-        str(yaml_path),
-        "--train_dataset_dir",
-        str(workdir / "data.mindrecord"),
-    ]
-    argv += [
-        "--load_checkpoint",
-        str(workdir / "base_short.ckpt"),
-        "--output_dir",
-        str(workdir / "bad"),
-    ]
-    assert main(argv) == 2
+    assert main(finetune_argv(workdir, yaml_path, "base_short.ckpt")) == 2
     err = capsys.readouterr().err
     assert "missing 2 parameter(s)" in err and "lm_head.weight" in err and "ffn_norm" in err
 
     raw = (workdir / "ok.yaml").read_text().replace("seq_length: 32", "seq_length: 64")
     (workdir / "seq.yaml").write_text(raw)
-    argv[2], argv[6] = str(workdir / "seq.yaml"), str(workdir / "base.ckpt")
-    assert main(argv) == 2
+    assert main(finetune_argv(workdir, workdir / "seq.yaml")) == 2
     assert (
         "dataset seq_length 32 differs from the config's seq_length 64" in capsys.readouterr().err
     )
 
     raw = (workdir / "ok.yaml").read_text().replace("FP32StateAdamWeightDecay", "SGDish")
     (workdir / "opt.yaml").write_text(raw)
-    argv[2] = str(workdir / "opt.yaml")
-    assert main(argv) == 2
+    assert main(finetune_argv(workdir, workdir / "opt.yaml")) == 2
     assert "optimizer.type 'SGDish' is unknown" in capsys.readouterr().err
     assert cli_env()["PATH"]  # the helper used by the msrun tests builds
