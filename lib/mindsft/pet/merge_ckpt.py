@@ -9,7 +9,7 @@ from mindsft.convert.ckpt import CkptWriter, iter_ckpt, scan_ckpt
 from mindsft.errors import MindsftError
 from mindsft.models.loading import MODEL_PREFIXES
 from mindsft.pet.config import is_lora_param
-from mindsft.pet.merge import lora_pairs, merge_weight
+from mindsft.pet.merge import lora_pairs, merge_tensors
 from mindsft.train.checkpoint import list_checkpoints
 
 
@@ -50,13 +50,10 @@ def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) ->
             f"{lora_path}: LoRA rank {sorted(ranks)} differs from the config's lora_rank "
             f"{cfg.lora.lora_rank} ({cfg.source})"
         )
+    base = (item for item in iter_ckpt(base_checkpoint) if not is_lora_param(item[0]))
     with CkptWriter(output_path) as out:
-        for name, weight in iter_ckpt(base_checkpoint):
-            if name in pairs:
-                a, b = (lora[k] for k in pairs[name])
-                out.write(name, merge_weight(weight, a, b, cfg.lora.scaling))
-            elif not is_lora_param(name):
-                out.write(name, weight)
+        for name, weight in merge_tensors(base, lora, cfg.lora.scaling, pairs):
+            out.write(name, weight)
     return Path(output_path)
 
 
