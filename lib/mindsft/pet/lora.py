@@ -9,44 +9,36 @@ it, so a base checkpoint loads unchanged and a MindFormers LoRA checkpoint
 
 A is Kaiming-uniform with a = sqrt(5) (bound 1/sqrt(in), as the LoRA paper's
 code and PEFT), B is zero, so the wrapped model starts equal to the base model.
-Dropout masks come from a counter-based hash of (seed, step, layer, element),
-so a resumed run draws exactly the masks an uninterrupted run would have.
+
+Dropout masks are drawn on the host by NumPy (SFC64 seeded with a key the
+trainer derives from (seed, step, micro-batch, rank)), one independent
+Bernoulli(1 - p) mask per wrapped module as PEFT draws them, and written into
+each module's `lora_dropout_mask` inside the compiled step. A resumed run
+therefore draws exactly the masks an uninterrupted run would have. (MindSpore
+2.10 has no CPU kernel for its seed/offset random ops; an integer hash computed
+in the graph cost 0.33 s a step on the benchmark model, the host draw 0.05 s.)
 """
 
 import math
 import re
 
-import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindsft.errors import MindsftError
 from mindsft.pet.config import LORA_A, LORA_B, LoraConfig, is_lora_param
 
-DROPOUT_KEY = "lora_dropout_key"  # training-only state, never written to checkpoints
-
-_MASK32 = 0xFFFFFFFF
+DROPOUT_MASK = "lora_dropout_mask"  # training-only state, never written to checkpoints
 
 
-def hashed_keep_mask(shape, key, salt: int, keep: float):
-    """Bernoulli(keep) float32 mask of `shape`, a pure function of (key, salt, index).
-
-    One multiply-xorshift round of Mueller's hash32 over uint32 values held in
-    int64 (shifts as floor divisions), then the low 24 bits against keep * 2^24."""
-    n = 1
-    for d in shape:
-        n *= d
-    idx = ops.arange(0, n, dtype=ms.int64).reshape(shape)
-    h = ops.bitwise_and(idx * 0x9E3779B1 + (key * 0x85EBCA77 + salt), _MASK32)
-    h = ops.bitwise_and(ops.bitwise_xor(h, h // 65536) * 0x45D9F3B, _MASK32)
-    h = ops.bitwise_xor(h, h // 65536)
-    return ops.cast(ops.bitwise_and(h, 0xFFFFFF) < int(keep * 16777216), ms.float32)
+def is_dropout_mask(name: str) -> bool:
+    return name.endswith(DROPOUT_MASK)
 
 
 class LoraDense(nn.Cell):
     """A Dense with a low-rank trainable update; the base weight is shared, not copied."""
 
-    def __init__(self, base: nn.Dense, cfg: LoraConfig, salt: int, key: Parameter, rng):
+    def __init__(self, base: nn.Dense, cfg: LoraConfig, rng):
         super().__init__()
         out_ch, in_ch = base.weight.shape
         self.weight = base.weight
@@ -57,10 +49,12 @@ class LoraDense(nn.Cell):
         self.mindpet_delta_lora_b = Parameter(
             Tensor(np.zeros((out_ch, cfg.lora_rank), np.float32)), name=LORA_B
         )
-        self.lora_dropout_key = key
-        self.scaling = cfg.scaling
         self.keep = 1.0 - cfg.lora_dropout
-        self.salt = salt
+        # (rows, in) bool, sized by `size_dropout_masks` before a compiled step
+        self.lora_dropout_mask = Parameter(
+            Tensor(np.ones((1, in_ch), np.bool_)), name=DROPOUT_MASK, requires_grad=False
+        )
+        self.scaling = cfg.scaling
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
@@ -71,12 +65,13 @@ class LoraDense(nn.Cell):
         if self.bias is not None:
             y = y + ops.cast(self.bias, dtype)
         h = x2
+        scale = self.scaling
         if self.training and self.keep < 1.0:
-            mask = hashed_keep_mask(x2.shape, self.lora_dropout_key, self.salt, self.keep)
-            h = h * ops.cast(mask, dtype) * (1.0 / self.keep)
+            h = h * ops.cast(self.lora_dropout_mask, dtype)
+            scale = self.scaling / self.keep  # inverted dropout's 1/keep, applied at rank r
         h = self.matmul(h, ops.cast(self.mindpet_delta_lora_a, dtype))  # (N, r)
         h = self.matmul(h, ops.cast(self.mindpet_delta_lora_b, dtype))  # (N, out)
-        y = y + h * self.scaling
+        y = y + h * scale
         return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
@@ -103,9 +98,8 @@ def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
     """Replace each targeted Dense by a LoraDense in place, keep every existing
     parameter name, and return the wrapped paths. A is seeded by (seed, order)."""
     targets = select_targets(net, cfg.target_modules)
-    key = Parameter(Tensor([0], ms.int64), name=DROPOUT_KEY, requires_grad=False)
     rng = np.random.default_rng(seed)
-    for salt, path in enumerate(targets):
+    for path in targets:
         parent_path, _, attr = path.rpartition(".")
         parent = net
         for part in parent_path.split(".") if parent_path else []:
@@ -114,7 +108,7 @@ def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
         if isinstance(base, LoraDense):
             raise MindsftError(f"{path}: LoRA is already applied")
         base_name = base.weight.name
-        lora = LoraDense(base, cfg, salt * 7919 + 1, key, rng)
+        lora = LoraDense(base, cfg, rng)
         setattr(parent, attr, lora)
         # setattr re-prefixes names with the attribute only: restore the full paths
         lora.weight.name = base_name
@@ -122,17 +116,42 @@ def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
             lora.bias.name = f"{path}.bias"
         lora.mindpet_delta_lora_a.name = f"{path}.{LORA_A}"
         lora.mindpet_delta_lora_b.name = f"{path}.{LORA_B}"
-        lora.lora_dropout_key.name = DROPOUT_KEY
+        lora.lora_dropout_mask.name = f"{path}.{DROPOUT_MASK}"
     return targets
 
 
-def set_dropout_key(net: nn.Cell, key: int) -> None:
-    """Set the counter that selects the dropout masks, for PyNative calls; a compiled
-    train step writes it inside the graph instead (see mindsft.train.step)."""
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, LoraDense):
-            cell.lora_dropout_key.set_data(Tensor([int(key) & 0x7FFFFFFF], ms.int64))
-            return
+def dropout_cells(net: nn.Cell) -> list:
+    """The LoraDense cells that apply dropout, in a fixed (cell path) order."""
+    return [c for _, c in net.cells_and_names() if isinstance(c, LoraDense) and c.keep < 1.0]
+
+
+def size_dropout_masks(net: nn.Cell, rows: int) -> list:
+    """Give every dropout mask `rows` rows (the batch's B*T) and return the mask
+    Parameters, for a compiled step to assign into."""
+    masks = []
+    for cell in dropout_cells(net):
+        width = cell.lora_dropout_mask.shape[-1]
+        cell.lora_dropout_mask.set_data(Tensor(np.ones((rows, width), np.bool_)))
+        masks.append(cell.lora_dropout_mask)
+    return masks
+
+
+def draw_dropout_masks(key: int, shapes: list, keep: float) -> tuple:
+    """Bernoulli(keep) bool arrays of `shapes`, a pure function of `key`: NumPy
+    draws float32 uniforms (24-bit resolution) and keeps those below `keep`."""
+    rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(int(key))))
+    return tuple(rng.random(shape, dtype=np.float32) < np.float32(keep) for shape in shapes)
+
+
+def set_dropout_masks(net: nn.Cell, key: int, rows: int) -> None:
+    """Draw the masks of `key` for a batch of `rows` rows into the cells, for
+    PyNative calls; a compiled train step assigns them inside the graph instead
+    (see mindsft.train.step)."""
+    masks = size_dropout_masks(net, rows)
+    if masks:
+        keep = dropout_cells(net)[0].keep
+        for mask, drawn in zip(masks, draw_dropout_masks(key, [m.shape for m in masks], keep)):
+            mask.set_data(Tensor(drawn))
 
 
 def freeze_base(net: nn.Cell) -> None:
@@ -142,8 +161,8 @@ def freeze_base(net: nn.Cell) -> None:
 
 
 def count_params(net: nn.Cell) -> tuple:
-    """(trainable, total) parameter element counts, the dropout key excluded."""
-    params = [p for p in net.get_parameters() if p.name != DROPOUT_KEY]
+    """(trainable, total) parameter element counts, the dropout masks excluded."""
+    params = [p for p in net.get_parameters() if not is_dropout_mask(p.name)]
     total = sum(int(np.prod(p.shape)) for p in params)
     trainable = sum(int(np.prod(p.shape)) for p in params if p.requires_grad)
     return trainable, total

@@ -23,7 +23,14 @@ from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
 from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
-from mindsft.pet.lora import DROPOUT_KEY, count_params, freeze_base, inject_lora
+from mindsft.pet.lora import (
+    count_params,
+    draw_dropout_masks,
+    freeze_base,
+    inject_lora,
+    is_dropout_mask,
+    size_dropout_masks,
+)
 from mindsft.train import checkpoint
 from mindsft.train.config import FinetuneConfig
 from mindsft.train.optim import AdamWeightDecay, learning_rate
@@ -121,6 +128,9 @@ class Trainer:
             self.net.apply_compute_dtype()
         self.net.set_train(True)
         self.params = self.net.trainable_params()
+        # LoRA dropout masks: one (batch_size * seq_length, in) bool per wrapped module
+        self.dropout_masks = size_dropout_masks(self.net, tc.batch_size * self.batches.seq_length)
+        self.keep = 1.0 - cfg.lora.lora_dropout if cfg.lora is not None else 1.0
         trainable, total = count_params(self.net)
         if self.rank == 0:
             self.say(
@@ -138,7 +148,7 @@ class Trainer:
             max_grad_norm=tc.max_grad_norm,
             world_size=self.world,
             accumulate=accumulate,
-            dropout_key=next((p for p in self.net.get_parameters() if p.name == DROPOUT_KEY), None),
+            dropout_masks=self.dropout_masks,
             jit=tc.jit,
         )
 
@@ -185,8 +195,10 @@ class Trainer:
         return path
 
     # ---- train --------------------------------------------------------------
-    def train(self) -> dict:
-        """Run the remaining optimizer steps; return a summary."""
+    def train(self, after_step=None) -> dict:
+        """Run the remaining optimizer steps; return a summary. `after_step`, when
+        given, is called with each step's loss-log record (bench/train.py runs the
+        peer's step there, so both frameworks meet the same machine load)."""
         tc, accum = self.cfg.train, self.cfg.train.gradient_accumulation_steps
         done = self.start_epoch * self.steps_per_epoch + self.start_step
         log = self._open_log(done)
@@ -232,6 +244,8 @@ class Trainer:
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                if after_step is not None:
+                    after_step(record)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 if (gstep + 1) % max(
@@ -254,11 +268,16 @@ class Trainer:
             batch = next(batches)
             # dropout masks: a function of (seed, step, micro-batch, rank) only
             key = ((self.cfg.train.seed * 1000003 + gstep) * accum + j) * self.world + self.rank
-            key_t = ms.Tensor([key & 0x7FFFFFFF], ms.int64)
+            masks = tuple(
+                ms.Tensor(m)
+                for m in draw_dropout_masks(key, [m.shape for m in self.dropout_masks], self.keep)
+            )
+            if masks:  # step inputs, not graph constants (a constant tuple recompiles)
+                masks = ms.mutable(masks)
             ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
             if accum == 1:
-                return self.step_fn.fused(ids, labels, key_t, lr_t)
-            self.step_fn.micro(ids, labels, key_t)
+                return self.step_fn.fused(ids, labels, masks, lr_t)
+            self.step_fn.micro(ids, labels, masks)
         return self.step_fn.apply(lr_t)
 
     def _open_log(self, done: int):
@@ -290,7 +309,9 @@ class Trainer:
     def _saved_parameters(self) -> list:
         """What a checkpoint holds: the trained weights (LoRA: only A and B) and the optimizer state."""
         weights = self.params if self.cfg.lora is not None else self.net.get_parameters()
-        return [p for p in weights if p.name != DROPOUT_KEY] + self.optimizer.state_parameters()
+        return [
+            p for p in weights if not is_dropout_mask(p.name)
+        ] + self.optimizer.state_parameters()
 
     def save(self, epoch: int, step_in_epoch: int) -> Path:
         """Write this rank's checkpoint after `step_in_epoch` steps of 0-based `epoch`."""
