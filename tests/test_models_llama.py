@@ -69,6 +69,16 @@ def random_ids(vocab, shape, seed=1):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_full_length_logits_in_two_query_halves_match_hf(shape):
+    heads, kv, tied = SHAPES[shape]
+    hf = tiny_hf_llama(heads, kv, tied, seq=128)
+    model = ms_llama_like(hf)
+    assert model.split_halves
+    ids = random_ids(96, (2, 128))
+    np.testing.assert_allclose(model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_logits_match_hf_within_1e4(shape):
     heads, kv, tied = SHAPES[shape]
     hf = tiny_hf_llama(heads, kv, tied)
@@ -170,12 +180,20 @@ def test_checkpoint_from_mindsft_convert_weight_loads_and_matches_hf(tmp_path, d
     )
 
 
-def test_gradients_match_hf_autograd_including_the_tied_embedding():
+@pytest.mark.parametrize(
+    "length,compiled",
+    [(21, False), (129, False), (129, True)],
+    ids=["short", "full_length_halves", "full_length_halves_jit"],
+)
+def test_gradients_match_hf_autograd_including_the_tied_embedding(length, compiled):
+    """Short rows take the one-block attention; rows of the full seq_length (128,
+    after the shift) take the two query halves, PyNative and compiled."""
     from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
 
-    hf = tiny_hf_llama(4, 2, True)
+    hf = tiny_hf_llama(4, 2, True, seq=128)
     model = ms_llama_like(hf)
-    ids = random_ids(96, (2, 21), seed=5)
+    assert model.split_halves
+    ids = random_ids(96, (2, length), seed=5)
     # pad only as right padding: HF's padding_idx keeps lookups of id 0 out of its gradient
     ids[ids == 0] = 7
     ids[1, -4:] = 0  # padding: masked out of the loss
@@ -186,7 +204,8 @@ def test_gradients_match_hf_autograd_including_the_tied_embedding():
         return total / count
 
     params = model.trainable_params()
-    loss, grads = ms.value_and_grad(mean_loss, None, params)(ms.Tensor(ids))
+    grad_fn = ms.value_and_grad(mean_loss, None, params)
+    loss, grads = (ms.jit(grad_fn) if compiled else grad_fn)(ms.Tensor(ids))
     tokens, targets = torch.tensor(ids[:, :-1]).long(), torch.tensor(ids[:, 1:]).long()
     targets[tokens == 0] = -100
     ref = torch.nn.functional.cross_entropy(hf(tokens).logits.reshape(-1, 96), targets.reshape(-1))

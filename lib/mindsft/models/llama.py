@@ -19,6 +19,7 @@ from mindsft.models.norm import RMSNorm
 from mindsft.models.rope import rope_tables
 
 MASK_VALUE = -1e9  # additive mask for future positions; exp() of it is exactly 0 in float32
+HALVES_MIN = 64  # shortest half-sequence for which attention splits into two query halves
 
 
 class FeedForward(nn.Cell):
@@ -122,6 +123,10 @@ class LlamaForCausalLM(nn.Cell):
         self.project = OutputProjection()
         causal = np.triu(np.full((config.seq_length, config.seq_length), MASK_VALUE, np.float32), 1)
         self.causal_mask = ms.Tensor(causal)  # (P, P)
+        # causal attention at full length in two query halves (see Attention.halves)
+        half = config.seq_length // 2
+        self.split_halves = config.seq_length % 2 == 0 and half >= HALVES_MIN
+        self.causal_halves = (ms.Tensor(causal[:half, :half]), ms.Tensor(causal[half:]))
         self.set_positions(config.seq_length)
         self.apply_compute_dtype()
 
@@ -174,7 +179,9 @@ class LlamaForCausalLM(nn.Cell):
             ops.tile(cos, (batch, 1, n_kv, 1)),
             ops.tile(sin, (batch, 1, n_kv, 1)),
         )
-        if mask is not None:
+        if isinstance(mask, tuple):
+            mask = tuple(ops.tile(m, (batch, n_kv, self.group, 1)) for m in mask)
+        elif mask is not None:
             mask = ops.tile(mask, (batch, n_kv, self.group, 1))
         return rope, mask
 
@@ -189,6 +196,8 @@ class LlamaForCausalLM(nn.Cell):
             cos, sin = cos[:seq], sin[:seq]
         if seq < mask.shape[0]:
             mask = mask[:seq, :seq]
+        elif self.split_halves:
+            mask = self.causal_halves
         rope, mask = self.expand(cos, sin, mask, batch)
         for layer in self.model.layers:
             h, _, _ = layer(h, rope, mask, batch, seq)

@@ -68,10 +68,10 @@ class LoraDense(nn.Cell):
         scale = self.scaling
         if self.training and self.keep < 1.0:
             h = h * ops.cast(self.lora_dropout_mask, dtype)
-            scale = self.scaling / self.keep  # inverted dropout's 1/keep, applied at rank r
+            scale = self.scaling / self.keep  # inverted dropout's 1/keep
+        # the scale multiplies B (out x r) rather than the (N, out) product
         h = self.matmul(h, ops.cast(self.mindpet_delta_lora_a, dtype))  # (N, r)
-        h = self.matmul(h, ops.cast(self.mindpet_delta_lora_b, dtype))  # (N, out)
-        y = y + h * scale
+        y = y + self.matmul(h, ops.cast(self.mindpet_delta_lora_b * scale, dtype))  # (N, out)
         return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
