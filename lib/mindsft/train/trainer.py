@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,7 @@ class Trainer:
         # LoRA dropout masks: one (batch_size * seq_length, in) bool per wrapped module
         self.dropout_masks = size_dropout_masks(self.net, tc.batch_size * self.batches.seq_length)
         self.keep = 1.0 - cfg.lora.lora_dropout if cfg.lora is not None else 1.0
+        self._mask_pool, self._next_masks = None, None
         trainable, total = count_params(self.net)
         if self.rank == 0:
             self.say(
@@ -255,6 +257,9 @@ class Trainer:
         bar.close()
         if log is not None:
             log.close()
+        if self._mask_pool is not None:
+            self._mask_pool.shutdown(cancel_futures=True)
+            self._mask_pool, self._next_masks = None, None
         return {
             "steps": self.total_steps,
             "final_loss": loss,
@@ -268,17 +273,33 @@ class Trainer:
             batch = next(batches)
             # dropout masks: a function of (seed, step, micro-batch, rank) only
             key = ((self.cfg.train.seed * 1000003 + gstep) * accum + j) * self.world + self.rank
-            masks = tuple(
-                ms.Tensor(m)
-                for m in draw_dropout_masks(key, [m.shape for m in self.dropout_masks], self.keep)
-            )
-            if masks:  # step inputs, not graph constants (a constant tuple recompiles)
-                masks = ms.mutable(masks)
+            masks = self._dropout_masks(key)
             ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
             if accum == 1:
                 return self.step_fn.fused(ids, labels, masks, lr_t)
             self.step_fn.micro(ids, labels, masks)
         return self.step_fn.apply(lr_t)
+
+    def _draw_masks(self, key: int) -> tuple:
+        return draw_dropout_masks(key, [m.shape for m in self.dropout_masks], self.keep)
+
+    def _dropout_masks(self, key: int):
+        """The LoRA dropout masks of `key` as step inputs, and a background draw of
+        the next micro-batch's (key + world: the next micro-batch, or the next
+        step's first), which NumPy makes while the compiled step runs (MindSpore
+        releases the GIL); a resumed or reordered run just draws in place."""
+        if not self.dropout_masks:
+            return ()
+        pending, self._next_masks = self._next_masks, None
+        drawn = pending[1].result() if pending and pending[0] == key else self._draw_masks(key)
+        if self._mask_pool is None:
+            self._mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-masks")
+        self._next_masks = (
+            key + self.world,
+            self._mask_pool.submit(self._draw_masks, key + self.world),
+        )
+        # step inputs, not graph constants (a constant tuple recompiles the step)
+        return ms.mutable(tuple(ms.Tensor(m) for m in drawn))
 
     def _open_log(self, done: int):
         """loss.jsonl (rank 0 only), keeping the records of steps already done."""
