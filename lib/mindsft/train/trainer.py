@@ -29,7 +29,6 @@ from mindsft.pet.lora import (
     draw_dropout_masks,
     freeze_base,
     inject_lora,
-    is_dropout_mask,
     size_dropout_masks,
 )
 from mindsft.train import checkpoint
@@ -330,9 +329,7 @@ class Trainer:
     def _saved_parameters(self) -> list:
         """What a checkpoint holds: the trained weights (LoRA: only A and B) and the optimizer state."""
         weights = self.params if self.cfg.lora is not None else self.net.get_parameters()
-        return [
-            p for p in weights if not is_dropout_mask(p.name)
-        ] + self.optimizer.state_parameters()
+        return list(weights) + self.optimizer.state_parameters()
 
     def save(self, epoch: int, step_in_epoch: int) -> Path:
         """Write this rank's checkpoint after `step_in_epoch` steps of 0-based `epoch`."""
