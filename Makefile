@@ -23,6 +23,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check lib workflow tests bench
+	$(BIN)/ruff format --check lib workflow tests bench
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules
 

@@ -131,13 +131,31 @@ def main() -> None:
     try:
         if not model.exists():
             subprocess.run(
-                [mindsft, "make-tiny-model", "--output_dir", model, "--seed", "0",
-                 "--hidden_size", a.hidden_size, "--num_layers", a.num_layers,
-                 "--num_heads", "16", "--num_kv_heads", "16",
-                 "--intermediate_size", a.intermediate_size, "--vocab_size", a.vocab_size,
-                 "--max_shard_size", a.max_shard_size],
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+                [
+                    mindsft,
+                    "make-tiny-model",
+                    "--output_dir",
+                    model,
+                    "--seed",
+                    "0",
+                    "--hidden_size",
+                    a.hidden_size,
+                    "--num_layers",
+                    a.num_layers,
+                    "--num_heads",
+                    "16",
+                    "--num_kv_heads",
+                    "16",
+                    "--intermediate_size",
+                    a.intermediate_size,
+                    "--vocab_size",
+                    a.vocab_size,
+                    "--max_shard_size",
+                    a.max_shard_size,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         shards = sorted(model.glob("*.safetensors"))
         total = sum(p.stat().st_size for p in shards)
         largest = max(p.stat().st_size for p in shards)

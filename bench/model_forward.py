@@ -31,13 +31,27 @@ def median_time(fn, repeats):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in [("hidden", 256), ("layers", 4), ("heads", 8), ("kv_heads", 0), ("vocab", 32000),
-                          ("seq", 512), ("batch", 4), ("repeats", 5)]:  # fmt: skip
+    for name, default in [
+        ("hidden", 256),
+        ("layers", 4),
+        ("heads", 8),
+        ("kv_heads", 0),
+        ("vocab", 32000),
+        ("seq", 512),
+        ("batch", 4),
+        ("repeats", 5),
+    ]:
         p.add_argument(f"--{name}", type=int, default=default)
     args = p.parse_args()
-    config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
-                         num_heads=args.heads, n_kv_heads=args.kv_heads or args.heads,
-                         intermediate_size=mindformers_ffn_size(args.hidden), seq_length=args.seq)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        n_kv_heads=args.kv_heads or args.heads,
+        intermediate_size=mindformers_ffn_size(args.hidden),
+        seq_length=args.seq,
+    )
     torch.manual_seed(0)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config.to_hf_dict())).eval()
     model = LlamaForCausalLM(config)
@@ -61,7 +75,8 @@ def main():
     }
     diff = np.abs(jitted(ms_ids).asnumpy() - torch_forward().numpy()).max()
     print(
-        f"shape {vars(args)}, intermediate {config.intermediate_size}, torch threads {torch.get_num_threads()}"
+        f"shape {vars(args)}, intermediate {config.intermediate_size}, torch threads "
+        f"{torch.get_num_threads()}"
     )
     for name, seconds in results.items():
         print(f"{name:20s} {seconds * 1000:9.1f} ms/forward")

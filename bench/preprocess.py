@@ -99,7 +99,10 @@ def word_cache_effect(conversation: Path, seq_length: int) -> str:
         start = time.process_time()
         qa_chunk(tok, records, 0, conversation, seq_length + 1)
         rates.append(len(records) / (time.process_time() - start))
-    return f"rows built per CPU-second, 999 distinct records: {rates[0]:.0f} with new words, {rates[1]:.0f} with known words"
+    return (
+        f"rows built per CPU-second, 999 distinct records: {rates[0]:.0f} with new words, "
+        f"{rates[1]:.0f} with known words"
+    )
 
 
 def preprocess_cmd(python, script, source, args, out) -> list:
@@ -143,7 +146,8 @@ def main() -> None:
         print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print(word_cache_effect(work / "fixture_conversation.json", args.seq_length))
         print(
-            f"mindsft preprocess --workers {args.workers}: {stats['rows']} rows, seq_length {args.seq_length}, "
+            f"mindsft preprocess --workers {args.workers}: {stats['rows']} rows, seq_length "
+            f"{args.seq_length}, "
             f"{ours['wall_s']:.1f} s, {ours_rate:.0f} rows/s, CPU {ours['cpu_s']:.1f} s "
             f"({stats['rows'] / ours['cpu_s']:.0f} rows per CPU-second), "
             f"peak RSS {ours['peak_rss_mb']:.0f} MB (with workers)"

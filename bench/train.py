@@ -91,18 +91,23 @@ def torch_stepper(ids: np.ndarray, lora_dropout, lora: bool):
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=MODEL["vocab_size"], hidden_size=MODEL["hidden_size"],
-        intermediate_size=mindformers_ffn_size(MODEL["hidden_size"]), num_hidden_layers=MODEL["num_layers"],
-        num_attention_heads=MODEL["num_heads"], max_position_embeddings=MODEL["seq_length"],
-    )  # fmt: skip
+        vocab_size=MODEL["vocab_size"],
+        hidden_size=MODEL["hidden_size"],
+        intermediate_size=mindformers_ffn_size(MODEL["hidden_size"]),
+        num_hidden_layers=MODEL["num_layers"],
+        num_attention_heads=MODEL["num_heads"],
+        max_position_embeddings=MODEL["seq_length"],
+    )
     model = LlamaForCausalLM(config)
     if lora:
         from peft import LoraConfig, get_peft_model
 
         peft_cfg = LoraConfig(
-            r=LORA["lora_rank"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout,
+            r=LORA["lora_rank"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=lora_dropout,
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        )  # fmt: skip
+        )
         model = get_peft_model(model, peft_cfg)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -173,7 +178,8 @@ def main(argv=None) -> int:
                 print(f"{mode} {side} step seconds: {steps}", file=sys.stderr, flush=True)
     for mode, (ms_tps, th_tps) in results.items():
         print(
-            f"{mode}: mindsft_tokens_per_s={ms_tps:.1f} torch_tokens_per_s={th_tps:.1f} ratio={ms_tps / th_tps:.3f}"
+            f"{mode}: mindsft_tokens_per_s={ms_tps:.1f} torch_tokens_per_s={th_tps:.1f} "
+            f"ratio={ms_tps / th_tps:.3f}"
         )
     return 0
 

@@ -73,8 +73,10 @@ def test_bin_folder_gives_the_same_checkpoint_as_safetensors(tiny, tiny_ckpt, tm
     state = hf_tensors(tiny)
     if zip_format:  # two shards and pytorch_model.bin.index.json, as transformers writes
         names = sorted(state)
-        shards = {"pytorch_model-00001-of-00002.bin": names[:9],
-                  "pytorch_model-00002-of-00002.bin": names[9:]}  # fmt: skip
+        shards = {
+            "pytorch_model-00001-of-00002.bin": names[:9],
+            "pytorch_model-00002-of-00002.bin": names[9:],
+        }
         for file, keys in shards.items():
             torch.save({k: state[k] for k in keys}, folder / file)
         weight_map = {k: file for file, keys in shards.items() for k in keys}

@@ -54,10 +54,20 @@ def test_alpaca_converter_rejects_bad_records(tmp_path, capsys, content, expecte
 
 def preprocess_argv(src, tokenizer, out, seq_length=64, dataset_type="qa"):
     return [
-        "preprocess", "--dataset_type", dataset_type, "--input_glob", str(src),
-        "--model_file", str(tokenizer), "--seq_length", str(seq_length),
-        "--output_file", str(out), "--workers", "1",
-    ]  # fmt: skip
+        "preprocess",
+        "--dataset_type",
+        dataset_type,
+        "--input_glob",
+        str(src),
+        "--model_file",
+        str(tokenizer),
+        "--seq_length",
+        str(seq_length),
+        "--output_file",
+        str(out),
+        "--workers",
+        "1",
+    ]
 
 
 def preprocess_fails(capsys, tmp_path, src, tokenizer, expected, **kwargs):

@@ -240,9 +240,30 @@ def test_split_tokenization_equals_whole_round_tokenization(alpaca_fixture, llam
     from mindsft.data.tokenizer import SentencePieceTokenizer
 
     fragments = [
-        "word", " ", "  ", "\n", "\t", "▁", "<s>", "</s>", "<unk>", "\u0301", "é", "日本",
-        "42", "3.14", "'s", ":", "USER:", " ASSISTANT: ", "ASSISTANT:", "🦙", "(", ")", "-",
-    ]  # fmt: skip
+        "word",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "▁",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "\u0301",
+        "é",
+        "日本",
+        "42",
+        "3.14",
+        "'s",
+        ":",
+        "USER:",
+        " ASSISTANT: ",
+        "ASSISTANT:",
+        "🦙",
+        "(",
+        ")",
+        "-",
+    ]
     rng = random.Random(0)
 
     def text():
@@ -278,7 +299,9 @@ def test_packed_rows_write_the_bytes_filewriter_writes(tmp_path, dataset_type):
     public.add_schema(pre.SCHEMAS[dataset_type], dataset_type)
     for start in (0, 10):  # two calls, as chunks arrive
         part = slice(start, 10 if start == 0 else None)
-        public.write_raw_data([dict(zip(columns, r)) for r in zip(*(c[part] for c in rows))])
+        public.write_raw_data(
+            [dict(zip(columns, r, strict=True)) for r in zip(*(c[part] for c in rows), strict=True)]
+        )
     public.commit()
     out = pre._MindRecordRows(tmp_path / "final" / "x.mindrecord", "x.mindrecord", dataset_type)
     out.write_packed(pre.pack_rows([c[:10] for c in rows]), 10)

@@ -8,9 +8,31 @@ from mindsft.data.tokenizer import SentencePieceTokenizer
 # seeded adversarial fragments: runs of spaces, the "▁" character itself, combining
 # marks, newlines and tabs, digits, CJK, emoji, and pieces of special-token strings
 FRAGMENTS = [
-    "word", " ", "  ", "   ", "\n", "\t", "▁", "▁▁", "\u0301", "é", "日本", "42", "3.14",
-    "'s", ":", "🦙", "(", ")", "-", "a", "<", "s>", "/s", "unk>",
-]  # fmt: skip
+    "word",
+    " ",
+    "  ",
+    "   ",
+    "\n",
+    "\t",
+    "▁",
+    "▁▁",
+    "\u0301",
+    "é",
+    "日本",
+    "42",
+    "3.14",
+    "'s",
+    ":",
+    "🦙",
+    "(",
+    ")",
+    "-",
+    "a",
+    "<",
+    "s>",
+    "/s",
+    "unk>",
+]
 
 
 def adversarial(n, seed=0, extra=()):

@@ -45,7 +45,7 @@ def run(tmp_path_factory):
     ids, labels = qa_rows(5)
     writer = FileWriter(str(root / "eval.mindrecord"), shard_num=1, overwrite=True)
     writer.add_schema(SCHEMA, "qa")
-    writer.write_raw_data([{"input_ids": a, "labels": b} for a, b in zip(ids, labels)])
+    writer.write_raw_data([{"input_ids": a, "labels": b} for a, b in zip(ids, labels, strict=True)])
     writer.commit()
     return {"root": root, "hf": hf, "params": params, "ids": ids, "labels": labels}
 
@@ -67,8 +67,18 @@ def evaluate(run, *extra, checkpoint="model.ckpt", config="run.yaml", dataset="e
     root = run["root"]
     out = root / "metrics.json"
     out.unlink(missing_ok=True)
-    argv = ["evaluate", "--config", str(root / config), "--load_checkpoint", str(root / checkpoint),
-            "--eval_dataset_dir", str(root / dataset), "--output", str(out), *extra]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--config",
+        str(root / config),
+        "--load_checkpoint",
+        str(root / checkpoint),
+        "--eval_dataset_dir",
+        str(root / dataset),
+        "--output",
+        str(out),
+        *extra,
+    ]
     return main(argv), out
 
 

@@ -67,8 +67,15 @@ def test_top_k_and_top_p_keep_only_the_head_of_the_distribution():
 @pytest.fixture
 def tokenizer_run(tmp_path, llama2_tokenizer):
     """A tiny random model over the real Llama 2 vocabulary (32,000 pieces)."""
-    config = LlamaConfig(vocab_size=32000, hidden_size=32, num_layers=1, num_heads=4, n_kv_heads=2,
-                         intermediate_size=64, seq_length=256)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=4,
+        n_kv_heads=2,
+        intermediate_size=64,
+        seq_length=256,
+    )
     ms.set_seed(0)
     model = LlamaForCausalLM(config)
     ms.save_checkpoint(model, str(tmp_path / "m.ckpt"))
@@ -82,9 +89,21 @@ def test_generate_command_prints_and_writes_the_greedy_completion(tokenizer_run,
     import sentencepiece as spm
 
     root, model, tok_path = tokenizer_run
-    argv = ["generate", "--config", str(root / "run.yaml"), "--load_checkpoint", str(root / "m.ckpt"),
-            "--model_file", str(tok_path), "--prompt", "Name three colours.", "--max_new_tokens", "8",
-            "--output", str(root / "out.json")]  # fmt: skip
+    argv = [
+        "generate",
+        "--config",
+        str(root / "run.yaml"),
+        "--load_checkpoint",
+        str(root / "m.ckpt"),
+        "--model_file",
+        str(tok_path),
+        "--prompt",
+        "Name three colours.",
+        "--max_new_tokens",
+        "8",
+        "--output",
+        str(root / "out.json"),
+    ]
     assert main(argv) == 0
     record = json.loads((root / "out.json").read_text())
     tokenizer = spm.SentencePieceProcessor(model_file=str(tok_path))
@@ -100,7 +119,16 @@ def test_tokenizer_of_another_vocabulary_is_one_line(tokenizer_run, capsys, tmp_
     doc = yaml.safe_load((root / "run.yaml").read_text())
     doc["model"]["model_config"]["vocab_size"] = 32001
     (root / "big.yaml").write_text(yaml.safe_dump(doc))
-    argv = ["generate", "--config", str(root / "big.yaml"), "--load_checkpoint", str(root / "m.ckpt"),
-            "--model_file", str(tok_path), "--prompt", "hi"]  # fmt: skip
+    argv = [
+        "generate",
+        "--config",
+        str(root / "big.yaml"),
+        "--load_checkpoint",
+        str(root / "m.ckpt"),
+        "--model_file",
+        str(tok_path),
+        "--prompt",
+        "hi",
+    ]
     assert main(argv) == 2
     assert "32000 pieces" in capsys.readouterr().err

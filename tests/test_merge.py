@@ -98,10 +98,21 @@ def _write_rank(train_dir, rank, weights):
 def test_full_run_merge_refuses_replicas_that_differ_and_writes_nothing(tmp_path, capsys):
     weights = {"model.norm_out.weight": np.ones(4, np.float32), "adam_m.x": np.zeros(2, np.float32)}
     rank0 = _write_rank(tmp_path / "train", 0, weights)
-    _write_rank(tmp_path / "train", 1, {**weights, "model.norm_out.weight": np.full(4, 2, np.float32)})
+    _write_rank(
+        tmp_path / "train", 1, {**weights, "model.norm_out.weight": np.full(4, 2, np.float32)}
+    )
     merged = tmp_path / "merged.ckpt"
-    argv = ["merge-lora", "--config", str(TINY_FULL), "--base_checkpoint",
-            str(rank0), "--lora_checkpoint", str(tmp_path / "train"), "--output_path", str(merged)]
+    argv = [
+        "merge-lora",
+        "--config",
+        str(TINY_FULL),
+        "--base_checkpoint",
+        str(rank0),
+        "--lora_checkpoint",
+        str(tmp_path / "train"),
+        "--output_path",
+        str(merged),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "rank_1" in err and "model.norm_out.weight" in err

@@ -47,10 +47,18 @@ def test_ffn_size_follows_mindformers_rule_with_a_multiplier():
 def test_hf_config_json_round_trips_through_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     hf = transformers.LlamaConfig(
-        vocab_size=300, hidden_size=64, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2,
-        intermediate_size=172, max_position_embeddings=256, rope_theta=500000.0, rms_norm_eps=1e-5,
-        tie_word_embeddings=True, torch_dtype="float16",
-    )  # fmt: skip
+        vocab_size=300,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=172,
+        max_position_embeddings=256,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        torch_dtype="float16",
+    )
     hf.save_pretrained(tmp_path)
     config = load_config(tmp_path)  # the folder
     assert config == load_config(tmp_path / "config.json")
@@ -69,8 +77,16 @@ def test_hf_config_json_round_trips_through_transformers(tmp_path):
 
 
 def test_to_dict_is_a_mindformers_model_config_that_reads_back(tmp_path):
-    config = LlamaConfig(vocab_size=500, hidden_size=96, num_layers=2, num_heads=6, n_kv_heads=3,
-                         intermediate_size=200, seq_length=128, compute_dtype="fp16")  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=500,
+        hidden_size=96,
+        num_layers=2,
+        num_heads=6,
+        n_kv_heads=3,
+        intermediate_size=200,
+        seq_length=128,
+        compute_dtype="fp16",
+    )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"model": {"model_config": config.to_dict()}}))
     assert load_config(path) == config

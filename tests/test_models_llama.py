@@ -23,11 +23,20 @@ def tiny_hf_llama(num_heads=4, n_kv_heads=2, tied=False, vocab=96, seed=0, seq=6
     norm cannot hide behind ones)."""
     torch.manual_seed(seed)
     hc = transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=16 * num_heads, num_hidden_layers=2, num_attention_heads=num_heads,
-        num_key_value_heads=n_kv_heads, intermediate_size=88, max_position_embeddings=seq,
-        rope_theta=20000.0, rms_norm_eps=1e-6, tie_word_embeddings=tied, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=16 * num_heads,
+        num_hidden_layers=2,
+        num_attention_heads=num_heads,
+        num_key_value_heads=n_kv_heads,
+        intermediate_size=88,
+        max_position_embeddings=seq,
+        rope_theta=20000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=tied,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     hf = transformers.LlamaForCausalLM(hc).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
@@ -75,7 +84,9 @@ def test_full_length_logits_in_two_query_halves_match_hf(shape):
     model = ms_llama_like(hf)
     assert model.split_halves
     ids = random_ids(96, (2, 128))
-    np.testing.assert_allclose(model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        model(ms.Tensor(ids)).asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -98,8 +109,17 @@ def test_graph_mode_jit_gives_the_same_logits_as_hf():
 
 
 def test_parameter_names_are_mindformers_and_tied_model_has_no_lm_head():
-    untied = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4,
-                                          n_kv_heads=2, intermediate_size=40, seq_length=16))  # fmt: skip
+    untied = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_layers=1,
+            num_heads=4,
+            n_kv_heads=2,
+            intermediate_size=40,
+            seq_length=16,
+        )
+    )
     names = set(untied.parameters_dict())
     expected = {"model.tok_embeddings.embedding_weight", "model.norm_out.weight", "lm_head.weight"}
     expected |= {f"model.layers.0.attention.{w}.weight" for w in ("wq", "wk", "wv", "wo")}
@@ -108,8 +128,17 @@ def test_parameter_names_are_mindformers_and_tied_model_has_no_lm_head():
     assert names == expected
     assert untied.parameters_dict()["model.layers.0.attention.wk.weight"].shape == (16, 32)
     assert isinstance(untied.model.layers[0].attention.wq, ms.nn.Dense)
-    tied = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4,
-                                        intermediate_size=40, seq_length=16, tie_word_embeddings=True))  # fmt: skip
+    tied = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_layers=1,
+            num_heads=4,
+            intermediate_size=40,
+            seq_length=16,
+            tie_word_embeddings=True,
+        )
+    )
     assert set(tied.parameters_dict()) == expected - {"lm_head.weight"}
 
 
@@ -147,8 +176,15 @@ def test_float16_compute_stays_close_to_float32_and_returns_float32_logits():
 
 
 def test_bfloat16_on_cpu_is_refused_with_one_line():
-    config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=40,
-                         seq_length=16, compute_dtype="bf16")  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=4,
+        intermediate_size=40,
+        seq_length=16,
+        compute_dtype="bf16",
+    )
     with pytest.raises(MindsftError, match="bfloat16"):
         LlamaForCausalLM(config)
 
@@ -212,7 +248,7 @@ def test_gradients_match_hf_autograd_including_the_tied_embedding(length, compil
     ref.backward()
     assert float(loss.asnumpy()) == pytest.approx(ref.item(), rel=1e-5)
     hf_grads = {hf_to_ms(n): p.grad.numpy() for n, p in hf.named_parameters()}
-    for param, grad in zip(params, grads):
+    for param, grad in zip(params, grads, strict=True):
         np.testing.assert_allclose(
             grad.asnumpy(), hf_grads[param.name], atol=2e-6, err_msg=param.name
         )

@@ -8,8 +8,15 @@ from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights
 
-CONFIG = LlamaConfig(vocab_size=40, hidden_size=32, num_layers=1, num_heads=4, n_kv_heads=2,
-                     intermediate_size=48, seq_length=16)  # fmt: skip
+CONFIG = LlamaConfig(
+    vocab_size=40,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=4,
+    n_kv_heads=2,
+    intermediate_size=48,
+    seq_length=16,
+)
 
 
 def save(path, params: dict):

@@ -5,9 +5,15 @@ from mindsft.errors import MindsftError
 
 def test_hf_names_map_to_mindformers_names():
     assert hf_to_ms("model.embed_tokens.weight") == "model.tok_embeddings.embedding_weight"
-    assert hf_to_ms("model.layers.17.self_attn.q_proj.weight") == "model.layers.17.attention.wq.weight"
-    assert hf_to_ms("model.layers.3.mlp.gate_proj.weight") == "model.layers.3.feed_forward.w1.weight"
-    assert hf_to_ms("model.layers.3.mlp.down_proj.weight") == "model.layers.3.feed_forward.w2.weight"
+    assert (
+        hf_to_ms("model.layers.17.self_attn.q_proj.weight") == "model.layers.17.attention.wq.weight"
+    )
+    assert (
+        hf_to_ms("model.layers.3.mlp.gate_proj.weight") == "model.layers.3.feed_forward.w1.weight"
+    )
+    assert (
+        hf_to_ms("model.layers.3.mlp.down_proj.weight") == "model.layers.3.feed_forward.w2.weight"
+    )
     assert hf_to_ms("model.layers.3.mlp.up_proj.weight") == "model.layers.3.feed_forward.w3.weight"
     assert hf_to_ms("model.norm.weight") == "model.norm_out.weight"
     assert hf_to_ms("model.layers.0.self_attn.rotary_emb.inv_freq") is None

@@ -77,7 +77,7 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
     np.testing.assert_allclose(
         [r["grad_norm"] for r in records], [r["grad_norm"] for r in big_records], rtol=1e-4
     )
-    for p, q in zip(big.net.get_parameters(), small.net.get_parameters()):
+    for p, q in zip(big.net.get_parameters(), small.net.get_parameters(), strict=True):
         # Adam divides by sqrt(v): float-order noise in near-zero gradients shows up at ~1e-4
         np.testing.assert_allclose(p.asnumpy(), q.asnumpy(), rtol=1e-3, atol=5e-4)
     names = [p.name for p in checkpoint.list_checkpoints(workdir / "acc_small", 0)]

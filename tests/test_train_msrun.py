@@ -31,10 +31,27 @@ def test_msrun_command_passes_its_own_flags_through(tmp_path):
     cmd = msrun_command(["finetune", "--config", "c.yaml"], args, tmp_path / "log")
     assert Path(cmd[0]).name == "msrun"
     assert cmd[1:] == [
-        "--worker_num", "16", "--local_worker_num", "8", "--master_port", "9000",
-        "--master_addr", "10.0.0.1", "--node_rank", "1", "--log_dir", str(tmp_path / "log"),
-        "--join", "True", "python", "-m", "mindsft.cli", "finetune", "--config", "c.yaml",
-    ]  # fmt: skip
+        "--worker_num",
+        "16",
+        "--local_worker_num",
+        "8",
+        "--master_port",
+        "9000",
+        "--master_addr",
+        "10.0.0.1",
+        "--node_rank",
+        "1",
+        "--log_dir",
+        str(tmp_path / "log"),
+        "--join",
+        "True",
+        "python",
+        "-m",
+        "mindsft.cli",
+        "finetune",
+        "--config",
+        "c.yaml",
+    ]
     single = Namespace(
         worker_num=2, local_worker_num=None, master_addr=None, master_port=8118, node_rank=None
     )

@@ -61,9 +61,21 @@ def two_nodes():
         raise RuntimeError(f"ip netns add failed: {first.stderr.strip()}")
     try:
         _ip("netns", "add", nodes[1])
-        _ip("link", "add", veth[0], "netns", nodes[0], "type", "veth",
-            "peer", "name", veth[1], "netns", nodes[1])  # fmt: skip
-        for i, (ns, dev) in enumerate(zip(nodes, veth)):
+        _ip(
+            "link",
+            "add",
+            veth[0],
+            "netns",
+            nodes[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            veth[1],
+            "netns",
+            nodes[1],
+        )
+        for i, (ns, dev) in enumerate(zip(nodes, veth, strict=True)):
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "addr", "add", f"{SUBNET.format(i + 1)}/30", "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
@@ -82,11 +94,30 @@ def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
     one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
     out = tmp_path / "mn"
     port = str(free_port())
-    common = [sys.executable, "-m", "mindsft.cli", "finetune", "--config", str(two),
-              "--train_dataset_dir", str(data), "--load_checkpoint", str(base),
-              "--output_dir", str(out), "--use_parallel", "True", "--worker_num", "2",
-              "--local_worker_num", "1", "--master_addr", SUBNET.format(1),
-              "--master_port", port]  # fmt: skip
+    common = [
+        sys.executable,
+        "-m",
+        "mindsft.cli",
+        "finetune",
+        "--config",
+        str(two),
+        "--train_dataset_dir",
+        str(data),
+        "--load_checkpoint",
+        str(base),
+        "--output_dir",
+        str(out),
+        "--use_parallel",
+        "True",
+        "--worker_num",
+        "2",
+        "--local_worker_num",
+        "1",
+        "--master_addr",
+        SUBNET.format(1),
+        "--master_port",
+        port,
+    ]
     procs = [
         subprocess.Popen(
             ["ip", "netns", "exec", ns, *common, "--node_rank", str(rank)],

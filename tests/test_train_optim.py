@@ -34,7 +34,7 @@ def test_adamweightdecay_matches_mindspore_nn_adamweightdecay_with_mindformers_g
         grads = [rng.normal(size=p.shape).astype(np.float32) for p in ours]
         opt(tuple(Tensor(g) for g in grads), Tensor(0.01, ms.float32))
         ref(tuple(Tensor(g) for g in grads))
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-6, atol=1e-7)
     assert int(opt.global_step.asnumpy()) == 4
     assert [p.name for p in opt.state_parameters()][:2] == [

@@ -32,7 +32,8 @@ def str2bool(value: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mindsft",
-        description="MindFormers-style supervised fine-tuning of Llama models, one step per subcommand.",
+        description="MindFormers-style supervised fine-tuning of Llama models, "
+        "one step per subcommand.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

@@ -17,8 +17,11 @@ SNAKEMAKE = str(BIN / "snakemake")
 
 def env() -> dict:
     """The venv's bin first on PATH (as `make` does), offline hub."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "HF_HUB_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def offline_prefix() -> list:
@@ -42,13 +45,29 @@ def write_config(workdir: Path, edit=None) -> Path:
 
 def snakemake(workdir: Path, *args, check=True, offline=False, timeout=900, extra_env=None):
     """Run snakemake on the project's Snakefile in `workdir`; return the result."""
-    cmd = [*(offline_prefix() if offline else []), SNAKEMAKE, "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), f"--configfile={workdir / 'config.yaml'}", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**env(), **(extra_env or {})},
-                            timeout=timeout, check=False)
+    cmd = [
+        *(offline_prefix() if offline else []),
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        f"--configfile={workdir / 'config.yaml'}",
+        *args,
+    ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**env(), **(extra_env or {})},
+        timeout=timeout,
+        check=False,
+    )
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout[-3000:]}"
-                    f"\n{result.stderr[-6000:]}")
+        pytest.fail(
+            f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout[-3000:]}"
+            f"\n{result.stderr[-6000:]}"
+        )
     return result
 
 

@@ -39,8 +39,9 @@ def install() -> None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *PACKAGES], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *PACKAGES], check=True, env=env, capture_output=True
+    )
 
 
 def hostname() -> str:
@@ -120,16 +121,24 @@ def local_slurm(root: Path):
     munge_pid = MUNGE_RUN / "mindsft-test-munged.pid"  # munged runs as munge
     started_munge = not (MUNGE_RUN / "munge.socket.2").exists()
     if started_munge:
-        subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file", str(munge_pid)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["runuser", "-u", "munge", "--", "munged", "--pid-file", str(munge_pid)],
+            check=True,
+            capture_output=True,
+        )
         _wait(lambda: (MUNGE_RUN / "munge.socket.2").exists(), "munged start")
     try:
         subprocess.run(["slurmctld", "-f", str(conf)], check=True, env=env, capture_output=True)
         subprocess.run(["slurmd", "-f", str(conf)], check=True, env=env, capture_output=True)
 
         def idle():
-            out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], env=env,
-                                 capture_output=True, text=True, check=False).stdout
+            out = subprocess.run(
+                ["sinfo", "-h", "-N", "-o", "%t"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
             return out.strip() == "idle"
 
         _wait(idle, "the node going idle")

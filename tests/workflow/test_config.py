@@ -18,16 +18,24 @@ DIRECTIVE_ORDER = (
 
 
 def test_a_misspelt_key_is_named_in_one_line(tmp_path):
-    write_config(tmp_path, lambda c: c["runs"]["tiny_lora"].update(modle=c["runs"]["tiny_lora"].pop("model")))
+    write_config(
+        tmp_path, lambda c: c["runs"]["tiny_lora"].update(modle=c["runs"]["tiny_lora"].pop("model"))
+    )
     result = snakemake(tmp_path, "-n", check=False)
     assert result.returncode != 0
-    assert "config: runs.tiny_lora: Additional properties are not allowed ('modle' was unexpected)" in result.stdout + result.stderr
+    assert (
+        "config: runs.tiny_lora: Additional properties are not allowed ('modle' was unexpected)"
+        in result.stdout + result.stderr
+    )
 
 
 def test_a_wrong_type_names_the_key(tmp_path):
     write_config(tmp_path, lambda c: c["runs"]["tiny_full"].update(seq_length="long"))
     result = snakemake(tmp_path, "-n", check=False)
-    assert "config: runs.tiny_full.seq_length: 'long' is not of type 'integer'" in result.stdout + result.stderr
+    assert (
+        "config: runs.tiny_full.seq_length: 'long' is not of type 'integer'"
+        in result.stdout + result.stderr
+    )
 
 
 def test_a_run_naming_an_unknown_model_is_refused(tmp_path):
@@ -40,8 +48,15 @@ def test_production_targets_dry_run_plans_the_whole_dag_offline(tmp_path):
     write_config(tmp_path)
     jobs = planned_jobs(tmp_path, *PRODUCTION)
     assert jobs == {
-        "download_model": 1, "download_dataset": 1, "convert_weight": 1, "split_dataset": 1,
-        "alpaca_converter": 1, "preprocess": 1, "resolve_config": 2, "finetune": 2, "merge": 2,
+        "download_model": 1,
+        "download_dataset": 1,
+        "convert_weight": 1,
+        "split_dataset": 1,
+        "alpaca_converter": 1,
+        "preprocess": 1,
+        "resolve_config": 2,
+        "finetune": 2,
+        "merge": 2,
     }
     # and once more with no network at all: a dry run must not reach for it
     result = snakemake(tmp_path, "-n", *PRODUCTION, offline=True)
@@ -52,7 +67,7 @@ def test_production_targets_dry_run_plans_the_whole_dag_offline(tmp_path):
 def test_the_production_finetune_asks_for_8_devices_on_one_node(tmp_path):
     write_config(tmp_path)
     out = snakemake(tmp_path, "-n", "-p", PRODUCTION[0]).stdout
-    block = out[out.index("rule finetune:"):].split("\n\n")[0]
+    block = out[out.index("rule finetune:") :].split("\n\n")[0]
     assert "nodes=1" in block and "devices=8" in block
 
 
@@ -63,8 +78,14 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_snakefmt_is_clean():
-    cmd = [str(BIN / "snakefmt"), "--check", "-o", DIRECTIVE_ORDER,
-           str(ROOT / "Snakefile"), str(ROOT / "rules")]
+    cmd = [
+        str(BIN / "snakefmt"),
+        "--check",
+        "-o",
+        DIRECTIVE_ORDER,
+        str(ROOT / "Snakefile"),
+        str(ROOT / "rules"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 

@@ -43,21 +43,29 @@ def demo(tmp_path_factory):
 def test_each_run_leaves_a_whole_checkpoint_folder_and_lower_eval_loss(demo, run):
     ckpt = demo / "results" / run / "ckpt"
     assert sorted(p.name for p in ckpt.iterdir() if not p.name.startswith(".")) == [
-        "finetune.yaml", "manifest.json", "model.ckpt", "tokenizer.model"]
+        "finetune.yaml",
+        "manifest.json",
+        "model.ckpt",
+        "tokenizer.model",
+    ]
     assert not list((demo / "results" / run).glob(".*.tmp-*")), "a temporary folder was left"
     seq = yaml.safe_load((demo / "config.yaml").read_text())["runs"][run]["seq_length"]
     base = json.loads((demo / f"results/eval_base/tiny/tiny_alpaca_{seq}.json").read_text())
     tuned = json.loads((demo / "results" / run / "eval/metrics.json").read_text())
     for split in ("train", "eval"):  # every demo row fits seq_length and trains tokens
         stats = json.loads(
-            (demo / f"results/data/tiny_alpaca/{split}/tiny_{seq}.mindrecord.stats.json").read_text()
+            (
+                demo / f"results/data/tiny_alpaca/{split}/tiny_{seq}.mindrecord.stats.json"
+            ).read_text()
         )
         assert stats["rows_truncated"] == stats["rows_fully_masked"] == 0, stats
         assert stats["trained_tokens"] >= 4 * stats["rows"], stats
     assert tuned["tokens"] == base["tokens"] >= 4 * base["rows"]
     assert tuned["loss"] < base["loss"], "fine-tuning did not lower the held-out loss"
-    losses = [json.loads(line) for line in (demo / "results" / run / "train/loss.jsonl")
-              .read_text().splitlines()]
+    losses = [
+        json.loads(line)
+        for line in (demo / "results" / run / "train/loss.jsonl").read_text().splitlines()
+    ]
     assert losses and all(r["epoch"] == 1 for r in losses)  # the override reached the trainer
     assert "runner_config:\n  epochs: 1" in (ckpt / "finetune.yaml").read_text()
 
@@ -95,9 +103,18 @@ def test_a_parameter_change_reruns_only_that_run_downstream(demo):
         jobs = planned_jobs(demo)
     finally:
         write_config(demo, one_epoch)
-    assert jobs == {"resolve_config": 1, "finetune": 1, "merge": 1, "evaluate": 1,
-                    "generate_samples": 1, "plot_loss": 1, "plot_eval": 1, "benchmarks": 1,
-                    "report_config": 1, "all": 1}
+    assert jobs == {
+        "resolve_config": 1,
+        "finetune": 1,
+        "merge": 1,
+        "evaluate": 1,
+        "generate_samples": 1,
+        "plot_loss": 1,
+        "plot_eval": 1,
+        "benchmarks": 1,
+        "report_config": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.slow
@@ -110,8 +127,16 @@ def test_a_changed_eval_split_reruns_only_evaluation(demo):
     finally:
         source.write_text(text)
         os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert set(jobs) == {"alpaca_converter", "preprocess", "evaluate_base", "evaluate",
-                         "data_stats", "plot_eval", "benchmarks", "all"}
+    assert set(jobs) == {
+        "alpaca_converter",
+        "preprocess",
+        "evaluate_base",
+        "evaluate",
+        "data_stats",
+        "plot_eval",
+        "benchmarks",
+        "all",
+    }
     assert jobs["evaluate"] == 2 and jobs["preprocess"] == 1
 
 
@@ -141,11 +166,22 @@ def test_the_slurm_profile_gives_the_same_checkpoint_as_the_local_run(demo, tmp_
     targets = ["results/tiny_lora/ckpt", "results/tiny_lora/eval/metrics.json"]
     mem_mb = min(4000, slurm.node_memory_mb() // 2)  # the profile's sizes may not fit here
     with slurm.local_slurm(tmp_path / "slurm") as env:
-        result = snakemake(tmp_path, *targets, "--profile", str(slurm.PROFILE), "--jobs", "2",
-                           "--slurm-init-seconds-before-status-checks", "5",
-                           "--set-resources", f"finetune:mem_mb={mem_mb}",
-                           "--default-resources", f"mem_mb={mem_mb}", "runtime=30",
-                           extra_env=env)
+        result = snakemake(
+            tmp_path,
+            *targets,
+            "--profile",
+            str(slurm.PROFILE),
+            "--jobs",
+            "2",
+            "--slurm-init-seconds-before-status-checks",
+            "5",
+            "--set-resources",
+            f"finetune:mem_mb={mem_mb}",
+            "--default-resources",
+            f"mem_mb={mem_mb}",
+            "runtime=30",
+            extra_env=env,
+        )
     assert "has been submitted with SLURM jobid" in result.stdout + result.stderr
     log = (tmp_path / "logs/finetune/tiny_lora.log").read_text()
     assert f"--master_addr={slurm.hostname()}" in log and "--node_rank=0" in log
@@ -153,5 +189,7 @@ def test_the_slurm_profile_gives_the_same_checkpoint_as_the_local_run(demo, tmp_
     theirs = json.loads((demo / "results/tiny_lora/ckpt/manifest.json").read_text())
     assert ours["inputs"] == theirs["inputs"]
     assert ours["outputs"] == theirs["outputs"], "SLURM and local training differ"
-    assert (json.loads((tmp_path / "results/tiny_lora/eval/metrics.json").read_text())["loss"]
-            == json.loads((demo / "results/tiny_lora/eval/metrics.json").read_text())["loss"])
+    assert (
+        json.loads((tmp_path / "results/tiny_lora/eval/metrics.json").read_text())["loss"]
+        == json.loads((demo / "results/tiny_lora/eval/metrics.json").read_text())["loss"]
+    )

@@ -19,16 +19,22 @@ TINY_LORA = ROOT / "config" / "finetune" / "tiny_lora.yaml"
 
 
 def test_resolved_yaml_takes_the_runs_seq_length_and_overrides():
-    tree = resolve_finetune_yaml(TINY_LORA, 256, {"runner_config.epochs": 1,
-                                                  "optimizer.learning_rate": 1e-3})
+    tree = resolve_finetune_yaml(
+        TINY_LORA, 256, {"runner_config.epochs": 1, "optimizer.learning_rate": 1e-3}
+    )
     assert tree["model"]["model_config"]["seq_length"] == 256
     assert tree["runner_config"]["epochs"] == 1
     assert tree["optimizer"]["learning_rate"] == 1e-3
     assert yaml.safe_load(TINY_LORA.read_text())["runner_config"]["epochs"] != 1  # source kept
 
 
-@pytest.mark.parametrize("key, named", [("runner_config.epoch", "'runner_config.epoch'"),
-                                        ("runer_config.epochs", "'runer_config' is not a section")])
+@pytest.mark.parametrize(
+    "key, named",
+    [
+        ("runner_config.epoch", "'runner_config.epoch'"),
+        ("runer_config.epochs", "'runer_config' is not a section"),
+    ],
+)
 def test_an_override_of_a_key_that_is_not_there_is_an_error_naming_it(key, named):
     with pytest.raises(MindsftError, match=named):
         resolve_finetune_yaml(TINY_LORA, 64, {key: 1})
@@ -68,9 +74,20 @@ def test_each_node_of_a_slurm_allocation_gets_its_rank_and_the_first_host(monkey
     monkeypatch.setenv("SLURM_NODEID", "2")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "npu[07-10]")
     argv = node_argv(["finetune", "--config", "c.yaml"], workers=8, nodes=4)
-    assert argv == ["finetune", "--config", "c.yaml", "--use_parallel", "True",
-                    "--worker_num", "32", "--local_worker_num", "8", "--node_rank=2",
-                    "--master_addr=npu07", f"--master_port={20000 + 4242}"]
+    assert argv == [
+        "finetune",
+        "--config",
+        "c.yaml",
+        "--use_parallel",
+        "True",
+        "--worker_num",
+        "32",
+        "--local_worker_num",
+        "8",
+        "--node_rank=2",
+        "--master_addr=npu07",
+        f"--master_port={20000 + 4242}",
+    ]
 
 
 def test_outside_slurm_one_node_uses_loopback_and_more_nodes_are_refused(monkeypatch):
@@ -88,14 +105,22 @@ def test_manifest_names_every_input_with_its_sha256(tmp_path):
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
     (tmp_path / "out.ckpt").write_bytes(b"merged")
-    m = write_manifest(tmp_path / "manifest.json", run="r",
-                       inputs={"weights": tmp_path / "w.ckpt", "hf": tmp_path / "hf"},
-                       outputs={"model.ckpt": tmp_path / "out.ckpt"})
+    m = write_manifest(
+        tmp_path / "manifest.json",
+        run="r",
+        inputs={"weights": tmp_path / "w.ckpt", "hf": tmp_path / "hf"},
+        outputs={"model.ckpt": tmp_path / "out.ckpt"},
+    )
     assert m["inputs"]["weights"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert m["inputs"]["hf"]["files"] == {"config.json": hashlib.sha256(b"{}").hexdigest()}
     assert m["outputs"] == {"model.ckpt": {"sha256": hashlib.sha256(b"merged").hexdigest()}}
     first = (tmp_path / "manifest.json").read_text()
-    write_manifest(tmp_path / "manifest.json", run="r",
-                   inputs={"weights": tmp_path / "w.ckpt", "hf": tmp_path / "hf"},
-                   outputs={"model.ckpt": tmp_path / "out.ckpt"})
-    assert (tmp_path / "manifest.json").read_text() == first  # no timestamps: same inputs, same file
+    write_manifest(
+        tmp_path / "manifest.json",
+        run="r",
+        inputs={"weights": tmp_path / "w.ckpt", "hf": tmp_path / "hf"},
+        outputs={"model.ckpt": tmp_path / "out.ckpt"},
+    )
+    assert (
+        tmp_path / "manifest.json"
+    ).read_text() == first  # no timestamps: same inputs, same file

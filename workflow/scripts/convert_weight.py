@@ -8,6 +8,17 @@ from mindsft.workflow.logs import log_to
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with log_to(smk.log[0]):
-    rc = main(["convert-weight", "--model", "llama", "--input_path", smk.input.hf,
-               "--output_path", smk.output.ckpt, "--dtype", smk.params.dtype])
+    rc = main(
+        [
+            "convert-weight",
+            "--model",
+            "llama",
+            "--input_path",
+            smk.input.hf,
+            "--output_path",
+            smk.output.ckpt,
+            "--dtype",
+            smk.params.dtype,
+        ]
+    )
 sys.exit(rc)

@@ -6,6 +6,12 @@ from mindsft.workflow.logs import log_to
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with log_to(smk.log[0]):
-    run_finetune(config=smk.input.config, train_data=smk.input.data, weights=smk.input.weights,
-                 output_dir=smk.output[0], workers=smk.params.workers,
-                 nodes=smk.resources.nodes, log_dir=smk.params.msrun_logs)
+    run_finetune(
+        config=smk.input.config,
+        train_data=smk.input.data,
+        weights=smk.input.weights,
+        output_dir=smk.output[0],
+        workers=smk.params.workers,
+        nodes=smk.resources.nodes,
+        log_dir=smk.params.msrun_logs,
+    )

@@ -6,6 +6,11 @@ from mindsft.workflow.samples import generate_samples
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with log_to(smk.log[0]):
-    generate_samples(config=smk.params.config, checkpoint=f"{smk.input.ckpt}/model.ckpt",
-                     tokenizer=f"{smk.input.ckpt}/tokenizer.model", records=smk.params.records,
-                     max_new_tokens=smk.params.max_new_tokens, out=smk.output[0])
+    generate_samples(
+        config=smk.params.config,
+        checkpoint=f"{smk.input.ckpt}/model.ckpt",
+        tokenizer=f"{smk.input.ckpt}/tokenizer.model",
+        records=smk.params.records,
+        max_new_tokens=smk.params.max_new_tokens,
+        out=smk.output[0],
+    )

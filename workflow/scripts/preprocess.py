@@ -10,7 +10,21 @@ from mindsft.workflow.logs import log_to
 if __name__ == "__main__":
     smk = snakemake  # noqa: F821 (injected by Snakemake)
     with log_to(smk.log[0]):
-        rc = main(["preprocess", "--dataset_type", "qa", "--input_glob", smk.input.data,
-                   "--model_file", smk.params.tokenizer, "--seq_length", smk.wildcards.seq,
-                   "--output_file", smk.output.mindrecord, "--workers", str(smk.threads)])
+        rc = main(
+            [
+                "preprocess",
+                "--dataset_type",
+                "qa",
+                "--input_glob",
+                smk.input.data,
+                "--model_file",
+                smk.params.tokenizer,
+                "--seq_length",
+                smk.wildcards.seq,
+                "--output_file",
+                smk.output.mindrecord,
+                "--workers",
+                str(smk.threads),
+            ]
+        )
     sys.exit(rc)

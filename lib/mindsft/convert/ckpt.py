@@ -145,7 +145,8 @@ class CkptWriter:
                 remaining -= len(take)
         if remaining:
             raise MindsftError(
-                f"{self.path}: tensor {name!r} of shape {list(shape)} {dtype} needs {nbytes} bytes, "
+                f"{self.path}: tensor {name!r} of shape {list(shape)} {dtype} needs {nbytes} "
+                "bytes, "
                 f"got {nbytes - remaining}"
             )
         if nbytes == 0:

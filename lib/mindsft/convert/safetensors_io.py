@@ -50,7 +50,8 @@ def read_header(path) -> list:
         expected = raw.nbytes_of(dtype, shape)
         if end - begin != expected or begin < 0:
             raise MindsftError(
-                f"{path}: tensor {name!r} of shape {list(shape)} {dtype} spans {end - begin} bytes, "
+                f"{path}: tensor {name!r} of shape {list(shape)} {dtype} spans {end - begin} "
+                "bytes, "
                 f"expected {expected} (corrupt file)"
             )
         if base + end > size:

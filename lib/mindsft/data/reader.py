@@ -62,8 +62,18 @@ class MindRecordBatches:
     `len()` is the number of batches in a full epoch of this shard.
     Rows are held in memory (a 52k-row Alpaca set at 512 tokens is about 210 MB)."""
 
-    def __init__(self, path, batch_size, *, shard_id=0, num_shards=1, shuffle=False, seed=0,
-                 drop_remainder=True, start_batch=0):  # fmt: skip
+    def __init__(
+        self,
+        path,
+        batch_size,
+        *,
+        shard_id=0,
+        num_shards=1,
+        shuffle=False,
+        seed=0,
+        drop_remainder=True,
+        start_batch=0,
+    ):
         if batch_size < 1 or num_shards < 1 or not 0 <= shard_id < num_shards or start_batch < 0:
             raise MindsftError(
                 f"{path}: bad batching (batch_size {batch_size}, shard {shard_id} of {num_shards}, "
@@ -79,7 +89,8 @@ class MindRecordBatches:
         self.epoch = 0
         if self.rows < num_shards or (drop_remainder and self.rows // num_shards < batch_size):
             raise MindsftError(
-                f"{path}: {self.rows} rows are too few for {num_shards} shard(s) of batches of {batch_size}"
+                f"{path}: {self.rows} rows are too few for {num_shards} shard(s) of batches of "
+                f"{batch_size}"
             )
 
     def set_epoch(self, epoch: int):

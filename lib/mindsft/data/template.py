@@ -14,7 +14,7 @@ def _template():
 
 
 _conv = _template()
-ROLES = dict(zip(SPEAKERS, _conv.roles))  # human -> USER, gpt -> ASSISTANT
+ROLES = dict(zip(SPEAKERS, _conv.roles, strict=True))  # human -> USER, gpt -> ASSISTANT
 ROUND_SEP = _conv.sep2  # ends each assistant turn: "</s>"
 ASSISTANT_SEP = _conv.sep + _conv.roles[1] + ": "  # " ASSISTANT: ", ends the instruction part
 # how rounds begin: the first with the system prompt, "USER:", the later ones with "USER:"

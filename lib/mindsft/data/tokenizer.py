@@ -166,11 +166,11 @@ class _WordTable:
         new = list(new)
         words = [k for k in new if type(k) is str]
         # one thread each: the --workers processes are the parallelism
-        encoded = dict(zip(words, sp.encode(words, num_threads=1)))
+        encoded = dict(zip(words, sp.encode(words, num_threads=1), strict=True))
         pieces = [list(k) if type(k) is tuple else encoded[k] for k in new]
         lengths = np.array([len(p) for p in pieces], dtype=np.int64)
         starts = len(self.flat) + np.cumsum(lengths) - lengths
-        self.index.update(zip(new, range(len(self.index), len(self.index) + len(new))))
+        self.index.update(zip(new, range(len(self.index), len(self.index) + len(new)), strict=True))
         joined = np.fromiter(
             (i for p in pieces for i in p), dtype=np.int32, count=int(lengths.sum())
         )

@@ -139,9 +139,7 @@ class Attention(nn.Cell):
         k1, k2 = ops.unstack(
             ops.transpose(k.reshape(batch, 2, half, n_kv, hd), (1, 0, 3, 2, 4)), 0
         )  # each (B, n_kv, T/2, hd)
-        v1, v2 = ops.unstack(
-            ops.transpose(v.reshape(batch, 2, half, n_kv, hd), (1, 0, 3, 2, 4)), 0
-        )
+        v1, v2 = ops.unstack(ops.transpose(v.reshape(batch, 2, half, n_kv, hd), (1, 0, 3, 2, 4)), 0)
         k_all, v_all = ops.concat((k1, k2), 2), ops.concat((v1, v2), 2)  # (B, n_kv, T, hd)
         rows = (batch, n_kv, group * half, hd)
         out1, _ = self.core(q1.reshape(rows), k1, v1, masks[0])

@@ -64,7 +64,8 @@ def run_evaluate(args) -> int:
     metrics = evaluate(args.config, args.load_checkpoint, args.eval_dataset_dir, args.batch_size)
     write_metrics(metrics, args.output)
     print(
-        f"loss {metrics['loss']:.6f}  perplexity {metrics['perplexity']:.4f}  tokens {metrics['tokens']}"
+        f"loss {metrics['loss']:.6f}  perplexity {metrics['perplexity']:.4f}  tokens "
+        f"{metrics['tokens']}"
         f"  rows {metrics['rows']}  ({metrics['wall_time_s']:.1f} s) -> {args.output}"
     )
     return 0
@@ -111,9 +112,15 @@ def run_generate(args) -> int:
     text = chat_prompt(args.prompt, args.template)
     prompt_ids = [config.bos_token_id, *tokenizer.encode(text)]
     new_ids = generate(
-        model, prompt_ids, args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-    )  # fmt: skip
+        model,
+        prompt_ids,
+        args.max_new_tokens,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     stopped = bool(new_ids) and new_ids[-1] == config.eos_token_id
     completion = tokenizer.decode(new_ids[:-1] if stopped else new_ids)
     print(completion)

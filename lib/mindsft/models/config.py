@@ -14,10 +14,14 @@ COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
 # MindFormers spells dtypes several ways in its YAMLs
 _DTYPE_ALIASES = {
-    "float32": "float32", "fp32": "float32",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-}  # fmt: skip
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
 
 
 def mindformers_ffn_size(hidden_size, multiple_of=256, ffn_dim_multiplier=None) -> int:
@@ -80,7 +84,8 @@ class LlamaConfig:
         for ok, what in checks:
             if not ok:
                 raise MindsftError(
-                    f"LlamaConfig: {what} (hidden_size {self.hidden_size}, num_heads {self.num_heads}, "
+                    f"LlamaConfig: {what} (hidden_size {self.hidden_size}, num_heads "
+                    f"{self.num_heads}, "
                     f"n_kv_heads {self.n_kv_heads})"
                 )
 

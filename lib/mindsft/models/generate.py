@@ -47,8 +47,18 @@ def _compiled_step(model):
     return step
 
 
-def generate(model, prompt_ids, max_new_tokens=128, *, do_sample=False, temperature=1.0, top_k=0,
-             top_p=1.0, seed=0, eos_token_id=None) -> list:  # fmt: skip
+def generate(
+    model,
+    prompt_ids,
+    max_new_tokens=128,
+    *,
+    do_sample=False,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    seed=0,
+    eos_token_id=None,
+) -> list:
     """New token ids continuing `prompt_ids` (a list of ints, BOS included where wanted).
 
     Stops after `max_new_tokens` or once `eos_token_id` (default: the config's) is

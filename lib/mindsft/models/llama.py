@@ -109,7 +109,8 @@ class LlamaForCausalLM(nn.Cell):
         super().__init__()
         if config.compute_dtype == "bfloat16" and ms.get_context("device_target") == "CPU":
             raise MindsftError(
-                "LlamaConfig: compute_dtype bfloat16 has no MatMul kernel on MindSpore's CPU backend; "
+                "LlamaConfig: compute_dtype bfloat16 has no MatMul kernel on MindSpore's CPU "
+                "backend; "
                 "use float32 (or float16)"
             )
         self.config = config

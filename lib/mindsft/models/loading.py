@@ -53,12 +53,14 @@ def load_weights(model: LlamaForCausalLM, path) -> None:
     vocab = model.config.vocab_size
     if stored[EMBEDDING].shape[0] != vocab:
         raise MindsftError(
-            f"{path}: vocab size {stored[EMBEDDING].shape[0]} ({EMBEDDING}) differs from the config's vocab_size {vocab}"
+            f"{path}: vocab size {stored[EMBEDDING].shape[0]} ({EMBEDDING}) differs from the "
+            f"config's vocab_size {vocab}"
         )
     for name, param in wanted.items():
         if tuple(stored[name].shape) != tuple(param.shape):
             raise MindsftError(
-                f"{path}: tensor {name} has shape {tuple(stored[name].shape)}, the config needs {tuple(param.shape)}"
+                f"{path}: tensor {name} has shape {tuple(stored[name].shape)}, the config "
+                f"needs {tuple(param.shape)}"
             )
         param.set_data(stored[name].astype(ms.float32))
 

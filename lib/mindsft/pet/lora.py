@@ -89,7 +89,8 @@ def select_targets(net: nn.Cell, target_modules: str) -> list:
     if not chosen:
         shown = sorted({re.sub(r"\.\d+\.", ".N.", p) for p in paths})
         raise MindsftError(
-            f"pet_config.target_modules {target_modules!r} matches no Dense module; modules: {shown}"
+            f"pet_config.target_modules {target_modules!r} matches no Dense module; modules: "
+            f"{shown}"
         )
     return chosen
 
@@ -150,7 +151,9 @@ def set_dropout_masks(net: nn.Cell, key: int, rows: int) -> None:
     masks = size_dropout_masks(net, rows)
     if masks:
         keep = dropout_cells(net)[0].keep
-        for mask, drawn in zip(masks, draw_dropout_masks(key, [m.shape for m in masks], keep)):
+        for mask, drawn in zip(
+            masks, draw_dropout_masks(key, [m.shape for m in masks], keep), strict=True
+        ):
             mask.set_data(Tensor(drawn))
 
 

@@ -84,7 +84,8 @@ NEUTRAL = {
     "lr_scale": False,
     "parallel_config.pipeline_stage": 1,
     "runner_wrapper.use_clip_grad": None,  # implemented; listed to consume it
-    "runner_wrapper.scale_sense": 1.0,  # a loss-scale cell (fp16 overflow skipping) is not implemented
+    # a loss-scale cell (fp16 overflow skipping) is not implemented
+    "runner_wrapper.scale_sense": 1.0,
     "lr_schedule.num_cycles": 0.5,
     "lr_schedule.decay_steps": None,
     "lr_schedule.decay_ratio": None,
@@ -256,7 +257,8 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
     )
     if optimizer.type not in OPTIMIZERS:
         raise MindsftError(
-            f"{source}: optimizer.type {optimizer.type!r} is unknown (supported: {list(OPTIMIZERS)})"
+            f"{source}: optimizer.type {optimizer.type!r} is unknown (supported: "
+            f"{list(OPTIMIZERS)})"
         )
 
     sched_raw = dict(
@@ -275,7 +277,8 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
     )
     if schedule.type not in SCHEDULES:
         raise MindsftError(
-            f"{source}: lr_schedule.type {schedule.type!r} is unknown (supported: {list(SCHEDULES)})"
+            f"{source}: lr_schedule.type {schedule.type!r} is unknown (supported: "
+            f"{list(SCHEDULES)})"
         )
 
     implemented = {

@@ -90,7 +90,8 @@ class Trainer:
         np.random.seed(tc.seed)
         if self.rank == 0 and cfg.unsupported:
             self.say(
-                f"{cfg.source}: not implemented by mindsft, results may differ: {', '.join(cfg.unsupported)}"
+                f"{cfg.source}: not implemented by mindsft, results may differ: "
+                f"{', '.join(cfg.unsupported)}"
             )
         self.model_config = LlamaConfig.from_mindformers(
             cfg.model_config, where=f"{cfg.source}: model_config"
@@ -106,7 +107,8 @@ class Trainer:
         )
         if self.batches.seq_length != self.model_config.seq_length:
             raise MindsftError(
-                f"{self.paths.train_dataset}: dataset seq_length {self.batches.seq_length} differs from "
+                f"{self.paths.train_dataset}: dataset seq_length {self.batches.seq_length} "
+                "differs from "
                 f"the config's seq_length {self.model_config.seq_length} ({cfg.source})"
             )
         per_epoch = len(self.batches)
@@ -116,8 +118,10 @@ class Trainer:
         self.total_steps = tc.epochs * self.steps_per_epoch
         if self.total_steps < 1:
             raise MindsftError(
-                f"{self.paths.train_dataset}: {self.batches.rows} rows give no optimizer step at batch_size "
-                f"{tc.batch_size} x {self.world} worker(s) x {tc.gradient_accumulation_steps} accumulation"
+                f"{self.paths.train_dataset}: {self.batches.rows} rows give no optimizer step "
+                "at batch_size "
+                f"{tc.batch_size} x {self.world} worker(s) x {tc.gradient_accumulation_steps} "
+                "accumulation"
             )
 
         self.net = LlamaForCausalLM(self.model_config)
@@ -167,7 +171,8 @@ class Trainer:
         usable = [p for p in mine if p.name.rsplit("-", 1)[1] in common]
         if not usable:
             self.say(
-                f"rank {self.rank}: no checkpoint under {checkpoint.rank_dir(self.output_dir, self.rank)}; "
+                f"rank {self.rank}: no checkpoint under "
+                f"{checkpoint.rank_dir(self.output_dir, self.rank)}; "
                 "training from the start"
             )
             return None
@@ -229,7 +234,8 @@ class Trainer:
                 if not math.isfinite(loss):
                     kept = self.last_checkpoint or "none written yet"
                     raise MindsftError(
-                        f"step {gstep + 1}: loss is {loss}; training stopped (last good checkpoint: {kept})"
+                        f"step {gstep + 1}: loss is {loss}; training stopped (last good "
+                        f"checkpoint: {kept})"
                     )
                 tokens = tokens_per_micro * accum
                 record = {
@@ -327,7 +333,8 @@ class Trainer:
 
     # ---- save ---------------------------------------------------------------
     def _saved_parameters(self) -> list:
-        """What a checkpoint holds: the trained weights (LoRA: only A and B) and the optimizer state."""
+        """What a checkpoint holds: the trained weights (LoRA: only A and B) and the
+        optimizer state."""
         weights = self.params if self.cfg.lora is not None else self.net.get_parameters()
         return list(weights) + self.optimizer.state_parameters()
 

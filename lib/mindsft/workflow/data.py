@@ -36,7 +36,8 @@ def split_alpaca(src, train_out, eval_out, eval_records: int, seed: int = 0) -> 
         raise MindsftError(f"{src}: expected a JSON list of records, got {type(records).__name__}")
     if eval_records >= len(records):
         raise MindsftError(
-            f"{src}: eval_records={eval_records} leaves nothing to train on ({len(records)} records)"
+            f"{src}: eval_records={eval_records} leaves nothing to train on ({len(records)} "
+            "records)"
         )
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)

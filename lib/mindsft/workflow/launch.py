@@ -29,21 +29,34 @@ def rendezvous(nodes: int) -> dict:
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         if nodes > 1:
-            raise MindsftError(f"finetune: nodes={nodes} needs a SLURM allocation (no SLURM_JOB_ID)")
+            raise MindsftError(
+                f"finetune: nodes={nodes} needs a SLURM allocation (no SLURM_JOB_ID)"
+            )
         return {"node_rank": 0, "master_addr": "127.0.0.1", "master_port": free_port()}
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or socket.gethostname()
-    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                           text=True, check=True).stdout.split()
-    return {"node_rank": int(os.environ.get("SLURM_NODEID", "0")), "master_addr": hosts[0],
-            "master_port": 20000 + int(job) % 20000}
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        "node_rank": int(os.environ.get("SLURM_NODEID", "0")),
+        "master_addr": hosts[0],
+        "master_port": 20000 + int(job) % 20000,
+    }
 
 
 def node_argv(task: list, *, workers: int, nodes: int) -> list:
     """`mindsft finetune` arguments for this node: msrun's flags added."""
     where = rendezvous(nodes)
-    return [*task, "--use_parallel", "True", "--worker_num", str(workers * nodes),
-            "--local_worker_num", str(workers),
-            *(f"--{k}={v}" for k, v in where.items())]
+    return [
+        *task,
+        "--use_parallel",
+        "True",
+        "--worker_num",
+        str(workers * nodes),
+        "--local_worker_num",
+        str(workers),
+        *(f"--{k}={v}" for k, v in where.items()),
+    ]
 
 
 def run_node(task: list, *, workers: int, nodes: int) -> int:
@@ -55,16 +68,26 @@ def run_node(task: list, *, workers: int, nodes: int) -> int:
     return main(argv)
 
 
-def run_finetune(*, config, train_data, weights, output_dir, workers: int, nodes: int,
-                 log_dir) -> None:
+def run_finetune(
+    *, config, train_data, weights, output_dir, workers: int, nodes: int, log_dir
+) -> None:
     """Train into a temporary sibling of `output_dir` and rename it into place
     when every worker has finished, so the folder is whole or absent. On failure
     msrun's worker logs are kept in `log_dir`."""
     from mindsft.cli import main
 
     with atomic_output(output_dir) as tmp:
-        task = ["finetune", "--config", str(config), "--train_dataset_dir", str(train_data),
-                "--load_checkpoint", str(weights), "--output_dir", str(tmp)]
+        task = [
+            "finetune",
+            "--config",
+            str(config),
+            "--train_dataset_dir",
+            str(train_data),
+            "--load_checkpoint",
+            str(weights),
+            "--output_dir",
+            str(tmp),
+        ]
         try:
             if workers * nodes == 1:
                 rc = main(task)
@@ -84,8 +107,18 @@ def srun_nodes(task: list, *, workers: int, nodes: int) -> int:
     """One task per node of the SLURM allocation, each running run_node."""
     if not os.environ.get("SLURM_JOB_ID"):
         raise MindsftError(f"finetune: nodes={nodes} needs a SLURM allocation (no SLURM_JOB_ID)")
-    cmd = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
-           sys.executable, "-m", "mindsft.workflow.launch", str(workers), str(nodes), *task]
+    cmd = [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        sys.executable,
+        "-m",
+        "mindsft.workflow.launch",
+        str(workers),
+        str(nodes),
+        *task,
+    ]
     print("+", " ".join(cmd), flush=True)
     return subprocess.run(cmd, check=False).returncode
 

@@ -23,8 +23,12 @@ def package_run(*, run, train_dir, config, base_checkpoint, tokenizer, out_dir, 
         write_manifest(
             tmp / "manifest.json",
             run=run,
-            inputs={"base_checkpoint": base_checkpoint, "tokenizer": tokenizer,
-                    "finetune_config": config, **provenance},
+            inputs={
+                "base_checkpoint": base_checkpoint,
+                "tokenizer": tokenizer,
+                "finetune_config": config,
+                **provenance,
+            },
             outputs={name: tmp / name for name in ("model.ckpt", "finetune.yaml")},
             extra={"pet_type": "lora" if cfg.lora else "full"},
         )

@@ -66,11 +66,16 @@ def plot_eval(base_json, tuned_json, out, title: str) -> None:
     """Eval loss before and after fine-tuning, perplexity written on the bars."""
     metrics = [json.loads(Path(p).read_text()) for p in (base_json, tuned_json)]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    bars = ax.bar(["base", "fine-tuned"], [m["loss"] for m in metrics],
-                  color=["tab:gray", "tab:blue"])
-    for bar, m in zip(bars, metrics):
-        ax.annotate(f"ppl {m['perplexity']:.2f}", (bar.get_x() + bar.get_width() / 2,
-                    bar.get_height()), ha="center", va="bottom")
+    bars = ax.bar(
+        ["base", "fine-tuned"], [m["loss"] for m in metrics], color=["tab:gray", "tab:blue"]
+    )
+    for bar, m in zip(bars, metrics, strict=True):
+        ax.annotate(
+            f"ppl {m['perplexity']:.2f}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+        )
     ax.set_ylabel("eval loss (held-out split)")
     ax.set_title(f"{title}: {metrics[1].get('tokens', '?')} eval tokens")
     _save(fig, out)
@@ -92,9 +97,17 @@ def stats_html(stats_files: list, out) -> None:
     """One row per MindRecord: rows, tokens, trained tokens, truncated, masked."""
     stats = [(p, json.loads(Path(p).read_text())) for p in stats_files]
     keys = list(dict.fromkeys(k for _, s in stats for k in s if not isinstance(s[k], dict)))
-    rows = [[Path(p).parent.parent.name + "/" + Path(p).parent.name + "/"
-             + Path(p).name.removesuffix(".mindrecord.stats.json")]
-            + [s.get(k, "") for k in keys] for p, s in stats]
+    rows = [
+        [
+            Path(p).parent.parent.name
+            + "/"
+            + Path(p).parent.name
+            + "/"
+            + Path(p).name.removesuffix(".mindrecord.stats.json")
+        ]
+        + [s.get(k, "") for k in keys]
+        for p, s in stats
+    ]
     _write_html(out, "MindRecord statistics", _table(["dataset/split/model_seq", *keys], rows))
 
 
@@ -114,8 +127,14 @@ def benchmarks_report(bench_files: list, table_out, plot_out) -> None:
         b = read_benchmark(path)
         name = f"{Path(path).parent.name}/{Path(path).stem}"
         rss = b.get("max_rss", "NA")
-        stages.append((name, float(b["s"]), float(rss) if rss not in ("NA", "-") else 0.0,
-                       b.get("cpu_time", "")))
+        stages.append(
+            (
+                name,
+                float(b["s"]),
+                float(rss) if rss not in ("NA", "-") else 0.0,
+                b.get("cpu_time", ""),
+            )
+        )
     header = ["stage", "wall s", "peak RSS MB", "cpu s"]
     rows = [[n, f"{s:.2f}", f"{m:.0f}", c] for n, s, m, c in stages]
     _write_html(table_out, "Runtime and peak memory per stage", _table(header, rows))

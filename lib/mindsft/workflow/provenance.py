@@ -49,6 +49,7 @@ def source_sha256(*subpackages: str) -> str:
 def git_state(root) -> dict:
     """Commit of the checkout at `root` and whether it has local changes; empty
     where it is not a git checkout."""
+
     def git(*args):
         return subprocess.run(
             ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
@@ -79,9 +80,12 @@ def describe(path) -> dict:
     return {"path": str(path), "sha256": file_sha256(path)}
 
 
-def write_manifest(out, *, run: str, inputs: dict, outputs: dict, extra: "dict | None" = None) -> dict:
+def write_manifest(
+    out, *, run: str, inputs: dict, outputs: dict, extra: "dict | None" = None
+) -> dict:
     """Write manifest.json: the sha256 of every input (name -> path) and output
-    (name -> file, written beside the manifest), and the code version. No timestamps: the same inputs give the same file."""
+    (name -> file, written beside the manifest), and the code version. No timestamps:
+    the same inputs give the same file."""
     manifest = {
         "run": run,
         "code": code_version(),

@@ -27,8 +27,13 @@ def generate_samples(*, config, checkpoint, tokenizer, records, max_new_tokens, 
         new_ids = generate(model, [cfg.bos_token_id, *sp.encode(text)], max_new_tokens)
         if new_ids and new_ids[-1] == cfg.eos_token_id:
             new_ids = new_ids[:-1]
-        samples.append({"instruction": record["instruction"], "input": record.get("input", ""),
-                        "completion": sp.decode(new_ids)})
+        samples.append(
+            {
+                "instruction": record["instruction"],
+                "input": record.get("input", ""),
+                "completion": sp.decode(new_ids),
+            }
+        )
     with atomic_output(out) as tmp:
         Path(tmp).write_text(json.dumps(samples, ensure_ascii=False, indent=2) + "\n")
     return samples
