@@ -90,7 +90,7 @@ class TrainStep:
         return loss_sum, count, norm
 
     def _set_masks(self, masks):
-        for param, mask in zip(self.dropout_masks, masks, strict=True):
+        for param, mask in zip(self.dropout_masks, masks):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign(param, mask)
 
     def _fused(self, input_ids, labels, masks, lr):
@@ -101,7 +101,7 @@ class TrainStep:
     def _micro(self, input_ids, labels, masks):
         self._set_masks(masks)
         (loss_sum, count), grads = self.grad_fn(input_ids, labels)
-        for acc, g in zip(self.acc, grads, strict=True):
+        for acc, g in zip(self.acc, grads):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign_add(acc, ops.cast(g, ms.float32))
         ops.assign_add(self.acc_loss, loss_sum)
         ops.assign_add(self.acc_count, count)

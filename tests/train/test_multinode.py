@@ -16,7 +16,8 @@ import uuid
 import pytest
 from mindsft.train.config import load_finetune_config
 from mindsft.train.trainer import RunPaths, Trainer
-from test_train_support import (
+
+from tests.train.support import (
     assert_two_workers_match_the_single_run,
     cli_env,
     finetune_yaml,

@@ -15,7 +15,7 @@ from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindspore.mindrecord import FileWriter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEQ = 32
 TINY = {
     "type": "LlamaConfig",

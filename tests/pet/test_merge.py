@@ -15,7 +15,8 @@ from mindsft.pet.lora import LORA_A, LORA_B
 from mindsft.pet.merge import merge_state_dict, merge_weight
 from mindsft.train.config import load_finetune_config
 from mindsft.train.trainer import RunPaths, Trainer, evaluate_loss
-from test_train_support import finetune_yaml, make_base_checkpoint, make_mindrecord
+
+from tests.train.support import finetune_yaml, make_base_checkpoint, make_mindrecord
 
 
 def lora_tensors(seed, out=6, inp=5, r=3):
@@ -81,7 +82,7 @@ def test_merged_checkpoint_loss_equals_lora_model_loss(tmp_path, alpaca_fixture,
     assert set(stored) == set(ms.load_checkpoint(str(base)))
 
 
-TINY_FULL = Path(__file__).resolve().parents[1] / "config" / "finetune" / "tiny_full.yaml"
+TINY_FULL = Path(__file__).resolve().parents[2] / "config" / "finetune" / "tiny_full.yaml"
 
 
 def _write_rank(train_dir, rank, weights):

@@ -13,7 +13,8 @@ from mindsft.pet.lora import is_lora_param
 from mindsft.train import checkpoint
 from mindsft.train.config import load_finetune_config
 from mindsft.train.trainer import RunPaths, Trainer
-from test_train_support import (
+
+from tests.train.support import (
     SEQ,
     cli_env,
     finetune_yaml,

@@ -11,7 +11,8 @@ from mindsft.models.cli import chat_prompt
 from mindsft.models.config import LlamaConfig
 from mindsft.models.generate import _sample, generate
 from mindsft.models.llama import LlamaForCausalLM
-from test_models_llama import ms_llama_like, tiny_hf_llama
+
+from tests.models.test_llama import ms_llama_like, tiny_hf_llama
 
 torch = pytest.importorskip("torch")
 

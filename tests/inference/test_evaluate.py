@@ -9,8 +9,9 @@ import yaml
 from mindsft.cli import main
 from mindsft.models.config import LlamaConfig
 from mindspore.mindrecord import FileWriter
-from test_models_llama import ms_state_dict, tiny_hf_llama
-from test_reader import SCHEMA
+
+from tests.data.test_reader import SCHEMA
+from tests.models.test_llama import ms_state_dict, tiny_hf_llama
 
 torch = pytest.importorskip("torch")
 

@@ -8,7 +8,7 @@ import yaml
 from mindsft.errors import MindsftError
 from mindsft.train.config import load_finetune_config, parse_finetune_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "config" / "finetune"
+CONFIGS = Path(__file__).resolve().parents[2] / "config" / "finetune"
 
 
 def test_mindformers_lora_yaml_parses_with_every_key_accounted_for(mindformers_configs):
