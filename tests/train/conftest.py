@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -210,6 +211,18 @@ def cli_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture
+def data_parallel_inputs(tmp_path, make_base_checkpoint, make_mindrecord, finetune_yaml):
+    """What a 2-worker run and its 1-worker reference read: `base` checkpoint,
+    16-row MindRecord `data`, YAMLs `two` (batch 2 a worker) and `one` (batch 4)."""
+    return SimpleNamespace(
+        base=make_base_checkpoint(tmp_path / "base.ckpt"),
+        data=make_mindrecord(tmp_path / "d.mindrecord", rows=16),
+        two=finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4),
+        one=finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -56,18 +56,10 @@ def test_msrun_command_passes_its_own_flags_through(tmp_path):
 
 
 def test_two_workers_equal_one_worker_with_twice_the_batch(
-    tmp_path,
-    make_base_checkpoint,
-    make_mindrecord,
-    finetune_yaml,
-    free_port,
-    cli_env,
-    assert_two_workers_match_the_single_run,
+    tmp_path, data_parallel_inputs, free_port, cli_env, assert_two_workers_match_the_single_run
 ):
-    base = make_base_checkpoint(tmp_path / "base.ckpt")
-    data = make_mindrecord(tmp_path / "d.mindrecord", rows=16)
-    two = finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4)
-    one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
+    inputs = data_parallel_inputs
+    base, data, two, one = inputs.base, inputs.data, inputs.two, inputs.one
     out = tmp_path / "dp"
     argv = [sys.executable, "-m", "mindsft.cli", "finetune", "--config", str(two)]
     argv += [

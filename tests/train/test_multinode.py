@@ -80,17 +80,13 @@ def two_nodes():
 def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
     tmp_path,
     two_nodes,
-    make_base_checkpoint,
-    make_mindrecord,
-    finetune_yaml,
+    data_parallel_inputs,
     free_port,
     cli_env,
     assert_two_workers_match_the_single_run,
 ):
-    base = make_base_checkpoint(tmp_path / "base.ckpt")
-    data = make_mindrecord(tmp_path / "d.mindrecord", rows=16)
-    two = finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4)
-    one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
+    inputs = data_parallel_inputs
+    base, data, two, one = inputs.base, inputs.data, inputs.two, inputs.one
     out = tmp_path / "mn"
     port = str(free_port)
     common = [
