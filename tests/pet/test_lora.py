@@ -1,5 +1,5 @@
 """LoRA injection on real MindSpore Dense cells: names, init, formula, freezing,
-dropout determinism, and the error for a regex that matches nothing."""
+and the error for a regex that matches nothing (dropout: test_dropout.py)."""
 
 import math
 
@@ -13,10 +13,8 @@ from mindsft.pet.lora import (
     LORA_B,
     LoraConfig,
     count_params,
-    draw_dropout_masks,
     freeze_base,
     inject_lora,
-    set_dropout_masks,
 )
 from mindspore import nn
 
@@ -97,44 +95,6 @@ def test_freeze_leaves_only_lora_matrices_trainable_and_counts_them(toy):
     trainable, total = count_params(toy)
     assert trainable == 2 * (4 * 16 + 16 * 4)
     assert total == trainable + 2 * (16 * 16 + 16 * 16 + 16 + 16 * 8)
-
-
-def test_dropout_masks_are_a_function_of_the_key(toy):
-    inject_lora(toy, LoraConfig(lora_rank=4, lora_dropout=0.5, target_modules=".*wq"))
-    for layer in toy.layers:
-        layer.wq.mindpet_delta_lora_b.set_data(ms.Tensor(np.ones((16, 4), np.float32)))
-    toy.set_train(True)
-    x = x_input()
-    outs = []
-    for key in (7, 7, 8):
-        set_dropout_masks(toy, key, rows=15)
-        outs.append(toy(x).asnumpy())
-    assert np.array_equal(outs[0], outs[1])
-    assert not np.allclose(outs[0], outs[2])
-    masks = [toy.layers[i].wq.lora_dropout_mask.asnumpy() for i in (0, 1)]
-    assert not np.array_equal(masks[0], masks[1])  # one independent mask per module
-
-
-def test_dropout_is_inverted_dropout_on_the_input_of_a():
-    keep = draw_dropout_masks(3, [(4000, 64)], 0.9)[0]
-    assert keep.dtype == np.bool_ and abs(keep.mean() - 0.9) < 0.005
-    ms.set_seed(0)
-    dense = nn.Dense(16, 8, has_bias=False)
-    holder = nn.CellList([dense])
-    inject_lora(
-        holder, LoraConfig(lora_rank=2, lora_alpha=6, lora_dropout=0.25, target_modules="0")
-    )
-    cell = holder[0]
-    b = np.random.default_rng(2).normal(size=(8, 2)).astype(np.float32)
-    cell.mindpet_delta_lora_b.set_data(ms.Tensor(b))
-    cell.set_train(True)
-    set_dropout_masks(holder, 11, rows=12)
-    mask = cell.lora_dropout_mask.asnumpy()
-    assert mask.shape == (12, 16) and not mask.all() and mask.any()
-    x = x_input((12, 16)).asnumpy()
-    w, a = cell.weight.asnumpy(), cell.mindpet_delta_lora_a.asnumpy()
-    want = x @ w.T + (6 / 2) * ((x * mask / 0.75) @ a.T) @ b.T
-    np.testing.assert_allclose(cell(ms.Tensor(x)).asnumpy(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_regex_that_matches_nothing_names_the_modules_that_exist(toy):

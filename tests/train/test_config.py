@@ -77,3 +77,19 @@ def test_missing_model_config_is_an_error(tmp_path):
     (tmp_path / "c.yaml").write_text("runner_config: {epochs: 1}\n")
     with pytest.raises(MindsftError, match="model.model_config is missing"):
         load_finetune_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- a\n- b\n", r"c\.yaml: expected a mapping at the top level"),
+        ("model: [unclosed\n", r"c\.yaml: not valid YAML"),
+    ],
+)
+def test_unreadable_yaml_is_one_line_naming_the_file(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(MindsftError, match=message) as err:
+        load_finetune_config(tmp_path / "c.yaml")
+    assert "\n" not in str(err.value)
+    with pytest.raises(MindsftError, match=r"absent\.yaml: YAML file not found"):
+        load_finetune_config(tmp_path / "absent.yaml")

@@ -10,42 +10,45 @@ import pytest
 from mindsft.cli import main
 from mindsft.errors import MindsftError
 from mindsft.pet.lora import is_lora_param
-from mindsft.train import checkpoint
+from mindsft.train.checkpoint import RunCheckpoints
 from mindsft.train.config import load_finetune_config
 from mindsft.train.trainer import RunPaths, Trainer
 
-from tests.train.support import (
-    SEQ,
-    cli_env,
-    finetune_yaml,
-    make_base_checkpoint,
-    make_mindrecord,
-    read_losses,
-)
-
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, alpaca_fixture, llama2_tokenizer):
+def workdir(tmp_path_factory, make_base_checkpoint, make_mindrecord):
     d = tmp_path_factory.mktemp("train")
     make_base_checkpoint(d / "base.ckpt")
-    make_mindrecord(d / "data.mindrecord", alpaca_fixture, llama2_tokenizer, rows=16)
+    make_mindrecord(d / "data.mindrecord", rows=16)
     return d
 
 
-def run(workdir, name, resume=False, **yaml_kwargs):
-    cfg = load_finetune_config(finetune_yaml(workdir / f"{name}.yaml", **yaml_kwargs))
-    paths = RunPaths(
-        str(workdir / "data.mindrecord"), str(workdir / "base.ckpt"), str(workdir / name)
-    )
-    trainer = Trainer(cfg, paths)
-    trainer.setup()
-    if resume:
-        trainer.resume()
-    trainer.train()
-    return trainer
+@pytest.fixture(scope="module")
+def run(workdir, finetune_yaml):
+    """run(name, resume=False, **yaml_kwargs): train workdir/name to the end."""
+
+    def train(name, resume=False, **yaml_kwargs):
+        cfg = load_finetune_config(finetune_yaml(workdir / f"{name}.yaml", **yaml_kwargs))
+        paths = RunPaths(
+            str(workdir / "data.mindrecord"), str(workdir / "base.ckpt"), str(workdir / name)
+        )
+        trainer = Trainer(cfg, paths)
+        trainer.setup()
+        if resume:
+            trainer.resume()
+        trainer.train()
+        return trainer
+
+    return train
 
 
-def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger_batch(workdir):
+def rank0_files(output_dir) -> list:
+    return [f.path for f in RunCheckpoints(output_dir).files(0)]
+
+
+def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger_batch(
+    workdir, run, read_losses, tiny_model_config
+):
     kwargs = {
         "epochs": 2,
         "lr": 1e-2,
@@ -53,8 +56,8 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
         "warmup_steps": 2,
         "keep_max": 2,
     }
-    small = run(workdir, "acc_small", batch_size=2, accumulation=2, **kwargs)
-    big = run(workdir, "acc_big", batch_size=4, accumulation=1, **kwargs)
+    small = run("acc_small", batch_size=2, accumulation=2, **kwargs)
+    big = run("acc_big", batch_size=4, accumulation=1, **kwargs)
     records, big_records = read_losses(workdir / "acc_small"), read_losses(workdir / "acc_big")
     assert [r["step"] for r in records] == list(range(1, 9))
     assert set(records[0]) == {
@@ -68,7 +71,7 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
         "elapsed",
     }
     assert records[0]["lr"] == 0.0 and records[2]["lr"] == pytest.approx(1e-2)
-    assert records[-1]["epoch"] == 2 and records[0]["tokens"] == 4 * SEQ
+    assert records[-1]["epoch"] == 2 and records[0]["tokens"] == 4 * tiny_model_config["seq_length"]
     first, last = records[0]["loss"], np.mean([r["loss"] for r in records[-3:]])
     assert last < first - 1.0, (first, last)
     # token-weighted accumulation: the same loss, gradient and update as one batch of 4
@@ -81,7 +84,7 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
     for p, q in zip(big.net.get_parameters(), small.net.get_parameters(), strict=True):
         # Adam divides by sqrt(v): float-order noise in near-zero gradients shows up at ~1e-4
         np.testing.assert_allclose(p.asnumpy(), q.asnumpy(), rtol=1e-3, atol=5e-4)
-    names = [p.name for p in checkpoint.list_checkpoints(workdir / "acc_small", 0)]
+    names = [p.name for p in rank0_files(workdir / "acc_small")]
     assert names == ["tiny_rank_0-2_2.ckpt", "tiny_rank_0-2_4.ckpt"]  # every 2 steps, newest 2 kept
     stored = ms.load_checkpoint(str(small.last_checkpoint))
     assert (
@@ -90,7 +93,9 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
     )
 
 
-def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_loss(workdir):
+def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_loss(
+    workdir, run, read_losses
+):
     kwargs = {
         "lora": {"lora_dropout": 0.1},
         "epochs": 2,
@@ -98,7 +103,7 @@ def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_lo
         "schedule": "CosineWithWarmUpLR",
     }
     kwargs["warmup_steps"] = 3
-    trainer = run(workdir, "straight", save_steps=3, **kwargs)
+    trainer = run("straight", save_steps=3, **kwargs)
     base = ms.load_checkpoint(str(workdir / "base.ckpt"))
     moved = 0
     for p in trainer.net.get_parameters():
@@ -115,7 +120,7 @@ def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_lo
     straight = read_losses(workdir / "straight")
     # a run that died after step 10: its newest complete checkpoint is after step 9
     shutil.copytree(workdir / "straight", workdir / "killed")
-    for ckpt in checkpoint.list_checkpoints(workdir / "killed", 0):
+    for ckpt in rank0_files(workdir / "killed"):
         if ckpt.name not in (
             "tiny_rank_0-1_3.ckpt",
             "tiny_rank_0-1_6.ckpt",
@@ -124,7 +129,7 @@ def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_lo
             ckpt.unlink()
     log = workdir / "killed" / "loss.jsonl"
     log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:10]))
-    resumed_trainer = run(workdir, "killed", resume=True, save_steps=3, **kwargs)
+    resumed_trainer = run("killed", resume=True, save_steps=3, **kwargs)
     assert resumed_trainer.last_checkpoint.name == "tiny_rank_0-2_8.ckpt"
     resumed = read_losses(workdir / "killed")
     assert [r["step"] for r in resumed] == list(range(1, 17))
@@ -132,13 +137,15 @@ def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_lo
     assert [r["lr"] for r in resumed] == [r["lr"] for r in straight]
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir):
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    workdir, run, read_losses
+):
     with pytest.raises(
         MindsftError,
         match=r"step (\d+): loss is (nan|inf).*last good checkpoint: .*tiny_rank_0-1_\d\.ckpt",
     ):
-        run(workdir, "nan", lr=1e30, clip=False, save_steps=1)
-    kept = checkpoint.list_checkpoints(workdir / "nan", 0)
+        run("nan", lr=1e30, clip=False, save_steps=1)
+    kept = rank0_files(workdir / "nan")
     assert kept
     losses = [r["loss"] for r in read_losses(workdir / "nan")]
     assert all(np.isfinite(losses)) and len(kept) == len(losses)
@@ -160,8 +167,7 @@ def finetune_argv(workdir, config, checkpoint="base.ckpt", *extra) -> list:
     ]
 
 
-def cli(workdir, capsys, *extra, yaml_name="bad.yaml", **yaml_kwargs):
-    yaml_path = finetune_yaml(workdir / yaml_name, **yaml_kwargs)
+def cli(workdir, capsys, yaml_path, *extra):
     argv = finetune_argv(workdir, yaml_path, "base.ckpt", *extra)
     rc = main(argv)
     err = [
@@ -172,8 +178,10 @@ def cli(workdir, capsys, *extra, yaml_name="bad.yaml", **yaml_kwargs):
     return rc, err
 
 
-def test_bad_input_is_one_line_and_a_non_zero_exit(workdir, capsys, tmp_path):
-    rc, err = cli(workdir, capsys, "--use_parallel", "True")
+def test_bad_input_is_one_line_and_a_non_zero_exit(
+    workdir, capsys, tmp_path, finetune_yaml, make_base_checkpoint
+):
+    rc, err = cli(workdir, capsys, finetune_yaml(workdir / "bad.yaml"), "--use_parallel", "True")
     assert rc == 2 and len(err) == 1 and "needs msrun" in err[0]
 
     short = make_base_checkpoint(tmp_path / "short.ckpt")
@@ -198,4 +206,3 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(workdir, capsys, tmp_path):
     (workdir / "opt.yaml").write_text(raw)
     assert main(finetune_argv(workdir, workdir / "opt.yaml")) == 2
     assert "optimizer.type 'SGDish' is unknown" in capsys.readouterr().err
-    assert cli_env()["PATH"]  # the helper used by the msrun tests builds

@@ -15,15 +15,6 @@ from mindsft.train.config import load_finetune_config
 from mindsft.train.launch import msrun_command
 from mindsft.train.trainer import RunPaths, Trainer
 
-from tests.train.support import (
-    assert_two_workers_match_the_single_run,
-    cli_env,
-    finetune_yaml,
-    free_port,
-    make_base_checkpoint,
-    make_mindrecord,
-)
-
 
 def test_msrun_command_passes_its_own_flags_through(tmp_path):
     args = Namespace(
@@ -65,12 +56,10 @@ def test_msrun_command_passes_its_own_flags_through(tmp_path):
 
 
 def test_two_workers_equal_one_worker_with_twice_the_batch(
-    tmp_path, alpaca_fixture, llama2_tokenizer
+    tmp_path, data_parallel_inputs, free_port, cli_env, assert_two_workers_match_the_single_run
 ):
-    base = make_base_checkpoint(tmp_path / "base.ckpt")
-    data = make_mindrecord(tmp_path / "d.mindrecord", alpaca_fixture, llama2_tokenizer, rows=16)
-    two = finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4)
-    one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
+    inputs = data_parallel_inputs
+    base, data, two, one = inputs.base, inputs.data, inputs.two, inputs.one
     out = tmp_path / "dp"
     argv = [sys.executable, "-m", "mindsft.cli", "finetune", "--config", str(two)]
     argv += [
@@ -81,9 +70,9 @@ def test_two_workers_equal_one_worker_with_twice_the_batch(
         "--output_dir",
         str(out),
     ]
-    argv += ["--use_parallel", "True", "--worker_num", "2", "--master_port", str(free_port())]
+    argv += ["--use_parallel", "True", "--worker_num", "2", "--master_port", str(free_port)]
     done = subprocess.run(
-        argv, env=cli_env(), capture_output=True, text=True, timeout=300, check=False
+        argv, env=cli_env, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -103,7 +92,7 @@ def test_two_workers_equal_one_worker_with_twice_the_batch(
 
 
 @pytest.mark.parametrize("extra", [["--use_parallel", "True"]])
-def test_use_parallel_without_msrun_or_worker_num_is_one_line(tmp_path, extra):
+def test_use_parallel_without_msrun_or_worker_num_is_one_line(tmp_path, extra, cli_env):
     argv = [
         sys.executable,
         "-m",
@@ -117,7 +106,7 @@ def test_use_parallel_without_msrun_or_worker_num_is_one_line(tmp_path, extra):
     argv += ["--load_checkpoint", "b.ckpt", "--output_dir", str(tmp_path), *extra]
     (tmp_path / "x.yaml").write_text("model: {model_config: {hidden_size: 8}}\n")
     done = subprocess.run(
-        argv, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, check=False
+        argv, cwd=tmp_path, env=cli_env, capture_output=True, text=True, check=False
     )
     lines = [line for line in done.stderr.splitlines() if "error" in line]
     assert done.returncode == 2 and len(lines) == 1 and "needs msrun" in lines[0]

@@ -17,15 +17,6 @@ import pytest
 from mindsft.train.config import load_finetune_config
 from mindsft.train.trainer import RunPaths, Trainer
 
-from tests.train.support import (
-    assert_two_workers_match_the_single_run,
-    cli_env,
-    finetune_yaml,
-    free_port,
-    make_base_checkpoint,
-    make_mindrecord,
-)
-
 SUBNET = "10.231.77.{}"  # lives only inside the namespaces this test creates
 
 
@@ -87,14 +78,17 @@ def two_nodes():
 
 
 def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
-    tmp_path, two_nodes, alpaca_fixture, llama2_tokenizer
+    tmp_path,
+    two_nodes,
+    data_parallel_inputs,
+    free_port,
+    cli_env,
+    assert_two_workers_match_the_single_run,
 ):
-    base = make_base_checkpoint(tmp_path / "base.ckpt")
-    data = make_mindrecord(tmp_path / "d.mindrecord", alpaca_fixture, llama2_tokenizer, rows=16)
-    two = finetune_yaml(tmp_path / "two.yaml", batch_size=2, lr=1e-2, save_steps=4)
-    one = finetune_yaml(tmp_path / "one.yaml", batch_size=4, lr=1e-2, save_steps=4)
+    inputs = data_parallel_inputs
+    base, data, two, one = inputs.base, inputs.data, inputs.two, inputs.one
     out = tmp_path / "mn"
-    port = str(free_port())
+    port = str(free_port)
     common = [
         sys.executable,
         "-m",
@@ -122,7 +116,7 @@ def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
     procs = [
         subprocess.Popen(
             ["ip", "netns", "exec", ns, *common, "--node_rank", str(rank)],
-            env=cli_env(),
+            env=cli_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -10,13 +10,8 @@ it, so a base checkpoint loads unchanged and a MindFormers LoRA checkpoint
 A is Kaiming-uniform with a = sqrt(5) (bound 1/sqrt(in), as the LoRA paper's
 code and PEFT), B is zero, so the wrapped model starts equal to the base model.
 
-Dropout masks are drawn on the host by NumPy (SFC64 seeded with a key the
-trainer derives from (seed, step, micro-batch, rank)), one independent
-Bernoulli(1 - p) mask per wrapped module as PEFT draws them, and written into
-each module's `lora_dropout_mask` inside the compiled step. A resumed run
-therefore draws exactly the masks an uninterrupted run would have. (MindSpore
-2.10 has no CPU kernel for its seed/offset random ops; an integer hash computed
-in the graph cost 0.33 s a step on the benchmark model, the host draw 0.05 s.)
+Dropout multiplies the input of A by a mask Parameter, `lora_dropout_mask`,
+that `mindsft.pet.dropout.LoraDropout` sizes and draws.
 """
 
 import math
@@ -50,7 +45,7 @@ class LoraDense(nn.Cell):
             Tensor(np.zeros((out_ch, cfg.lora_rank), np.float32)), name=LORA_B
         )
         self.keep = 1.0 - cfg.lora_dropout
-        # (rows, in) bool, sized by `size_dropout_masks` before a compiled step
+        # (rows, in) bool, sized and drawn by pet.dropout.LoraDropout
         self.lora_dropout_mask = Parameter(
             Tensor(np.ones((1, in_ch), np.bool_)), name=DROPOUT_MASK, requires_grad=False
         )
@@ -119,42 +114,6 @@ def inject_lora(net: nn.Cell, cfg: LoraConfig, seed: int = 0) -> list:
         lora.mindpet_delta_lora_b.name = f"{path}.{LORA_B}"
         lora.lora_dropout_mask.name = f"{path}.{DROPOUT_MASK}"
     return targets
-
-
-def dropout_cells(net: nn.Cell) -> list:
-    """The LoraDense cells that apply dropout, in a fixed (cell path) order."""
-    return [c for _, c in net.cells_and_names() if isinstance(c, LoraDense) and c.keep < 1.0]
-
-
-def size_dropout_masks(net: nn.Cell, rows: int) -> list:
-    """Give every dropout mask `rows` rows (the batch's B*T) and return the mask
-    Parameters, for a compiled step to assign into."""
-    masks = []
-    for cell in dropout_cells(net):
-        width = cell.lora_dropout_mask.shape[-1]
-        cell.lora_dropout_mask.set_data(Tensor(np.ones((rows, width), np.bool_)))
-        masks.append(cell.lora_dropout_mask)
-    return masks
-
-
-def draw_dropout_masks(key: int, shapes: list, keep: float) -> tuple:
-    """Bernoulli(keep) bool arrays of `shapes`, a pure function of `key`: NumPy
-    draws float32 uniforms (24-bit resolution) and keeps those below `keep`."""
-    rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(int(key))))
-    return tuple(rng.random(shape, dtype=np.float32) < np.float32(keep) for shape in shapes)
-
-
-def set_dropout_masks(net: nn.Cell, key: int, rows: int) -> None:
-    """Draw the masks of `key` for a batch of `rows` rows into the cells, for
-    PyNative calls; a compiled train step assigns them inside the graph instead
-    (see mindsft.train.step)."""
-    masks = size_dropout_masks(net, rows)
-    if masks:
-        keep = dropout_cells(net)[0].keep
-        for mask, drawn in zip(
-            masks, draw_dropout_masks(key, [m.shape for m in masks], keep), strict=True
-        ):
-            mask.set_data(Tensor(drawn))
 
 
 def freeze_base(net: nn.Cell) -> None:

@@ -39,24 +39,11 @@ def merge_weight(weight: np.ndarray, a: np.ndarray, b: np.ndarray, scaling: floa
 
 def merge_tensors(items, lora: dict, scaling: float, pairs=None):
     """Yield (name, array) for each (name, base array) of `items`, merged with its
-    LoRA pair from `lora` where it has one, unchanged otherwise: the streaming form
-    of `merge_state_dict` (one base tensor at a time). `pairs` is `lora_pairs(lora)`
-    where the caller has it already."""
+    LoRA pair from `lora` where it has one, unchanged otherwise, one base tensor at
+    a time. `pairs` is `lora_pairs(lora)` where the caller has it already."""
     pairs = lora_pairs(lora) if pairs is None else pairs
     for name, weight in items:
         if name in pairs:
             a_name, b_name = pairs[name]
             weight = merge_weight(weight, lora[a_name], lora[b_name], scaling)
         yield name, weight
-
-
-def merge_state_dict(base: dict, lora: dict, scaling: float) -> dict:
-    """A new {name: array} with `base`'s names: every weight that has a LoRA pair
-    in `lora` merged, every other tensor taken from `base` unchanged."""
-    pairs = lora_pairs(lora)
-    missing = sorted(set(pairs) - set(base))
-    if missing:
-        raise MindsftError(
-            f"LoRA checkpoint has pairs for weights absent from the base checkpoint: {missing[:5]}"
-        )
-    return dict(merge_tensors(base.items(), lora, scaling, pairs))

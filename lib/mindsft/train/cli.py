@@ -42,7 +42,7 @@ def run_finetune(args) -> int:
 
 
 def run_merge(args) -> int:
-    from mindsft.pet.merge_ckpt import merge_lora_checkpoint
+    from mindsft.train.merge import merge_lora_checkpoint
 
     cfg = load_finetune_config(args.config)
     merge_lora_checkpoint(cfg, args.base_checkpoint, args.lora_checkpoint, args.output_path)

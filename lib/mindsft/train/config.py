@@ -10,9 +10,8 @@ not implement it with the value given.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from mindsft.errors import MindsftError
+from mindsft.files import read_yaml
 from mindsft.pet.config import LoraConfig
 
 OPTIMIZERS = ("AdamWeightDecay", "FP32StateAdamWeightDecay", "AdamW")
@@ -218,15 +217,19 @@ def _callbacks(raw, train: TrainConfig, src: str) -> dict:
     return flat
 
 
-def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
-    """Turn a MindFormers finetune YAML (already loaded) into a FinetuneConfig."""
+def _model(raw: dict, source: str) -> tuple:
+    """(model_config without pet_config, LoraConfig or None) from `model.model_config`."""
     model_block = (raw.get("model") or {}).get("model_config")
     if not isinstance(model_block, dict):
         raise MindsftError(f"{source}: model.model_config is missing")
     model_config = {k: v for k, v in model_block.items() if k != "pet_config"}
     pet = model_block.get("pet_config")
-    lora = LoraConfig.from_pet_config(pet) if pet else None
+    return model_config, LoraConfig.from_pet_config(pet) if pet else None
 
+
+def _train(raw: dict, source: str) -> tuple:
+    """(TrainConfig, the callbacks' keys as flat paths) from runner_config,
+    train_dataset, runner_wrapper, context and callbacks."""
     runner = raw.get("runner_config") or {}
     dataset = raw.get("train_dataset") or {}
     loader = dataset.get("data_loader") or {}
@@ -245,8 +248,10 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
         shuffle=bool(loader.get("shuffle", True)),
         jit=int((raw.get("context") or {}).get("mode", 0)) == 0,
     )
-    flat_callbacks = _callbacks(raw.get("callbacks"), train, source)
+    return train, _callbacks(raw.get("callbacks"), train, source)
 
+
+def _optimizer(raw: dict, source: str) -> OptimizerConfig:
     opt_raw = dict(raw.get("optimizer") or {})
     optimizer = OptimizerConfig(
         type=str(opt_raw.get("type", "AdamWeightDecay")),
@@ -260,7 +265,11 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
             f"{source}: optimizer.type {optimizer.type!r} is unknown (supported: "
             f"{list(OPTIMIZERS)})"
         )
+    return optimizer
 
+
+def _schedule(raw: dict, optimizer: OptimizerConfig, source: str) -> ScheduleConfig:
+    """`lr_schedule`, or the optimizer's constant learning rate without one."""
     sched_raw = dict(
         raw.get("lr_schedule")
         or {"type": "ConstantWarmUpLR", "learning_rate": optimizer.learning_rate}
@@ -280,7 +289,11 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
             f"{source}: lr_schedule.type {schedule.type!r} is unknown (supported: "
             f"{list(SCHEDULES)})"
         )
+    return schedule
 
+
+def _unsupported(raw: dict, flat_callbacks: dict, model_config: dict) -> list:
+    """'key=value' for every result-changing key mindsft does not implement."""
     implemented = {
         "seed",
         "model.model_config.pet_config",
@@ -295,7 +308,7 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
         "callbacks.CheckpointMonitor.save_checkpoint_steps",
         "callbacks.CheckpointMonitor.keep_checkpoint_max",
         "optimizer.type",
-        *(f"optimizer.{k}" for k in opt_raw),
+        *(f"optimizer.{k}" for k in raw.get("optimizer") or {}),
         *(f"lr_schedule.{k}" for k in ScheduleConfig.__dataclass_fields__),
     }
     unsupported = []
@@ -310,23 +323,24 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
             continue
         if not _covered(path, NO_EFFECT):
             unsupported.append(f"{path}={value!r}")
-    if dataset.get("drop_remainder") is False:
+    if (raw.get("train_dataset") or {}).get("drop_remainder") is False:
         unsupported.append("train_dataset.drop_remainder=False")
     for key, neutral in MODEL_NEUTRAL.items():
         if key in model_config and model_config[key] != neutral:
             unsupported.append(f"model.model_config.{key}={model_config[key]!r}")
+    return unsupported
+
+
+def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
+    """Turn a MindFormers finetune YAML (already loaded) into a FinetuneConfig."""
+    model_config, lora = _model(raw, source)
+    train, flat_callbacks = _train(raw, source)
+    optimizer = _optimizer(raw, source)
+    schedule = _schedule(raw, optimizer, source)
+    unsupported = _unsupported(raw, flat_callbacks, model_config)
     return FinetuneConfig(model_config, train, optimizer, schedule, lora, unsupported, str(source))
 
 
 def load_finetune_config(path) -> FinetuneConfig:
     """Read a MindFormers finetune YAML file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise MindsftError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise MindsftError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise MindsftError(f"{path}: expected a mapping at the top level")
-    return parse_finetune_config(raw, str(path))
+    return parse_finetune_config(read_yaml(path), str(Path(path)))

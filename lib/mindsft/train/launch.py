@@ -17,9 +17,6 @@ from pathlib import Path
 
 from mindsft.errors import MindsftError
 
-# msrun's own flags; they pass through unchanged
-MSRUN_FLAGS = ("worker_num", "local_worker_num", "master_addr", "master_port", "node_rank")
-
 
 def in_msrun() -> bool:
     """True inside a process msrun started (a worker or its scheduler)."""

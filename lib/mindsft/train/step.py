@@ -16,8 +16,8 @@ from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
 
 def squared_sum(g):
     """sum(g^2). A matrix is reduced over its last axis first: MindSpore's CPU
-    ReduceSum over every element of a 32000x256 gradient takes 34 ms, the two
-    steps 7 ms."""
+    ReduceSum over every element of a large matrix is several times slower than
+    the two steps."""
     sq = ops.square(g)
     return sq.sum(-1).sum() if sq.ndim > 1 else sq.sum()
 
@@ -27,9 +27,10 @@ class TrainStep:
     and `micro(input_ids, labels, masks)` + `apply(lr)` (gradient accumulation);
     each returns or leaves (loss_sum, token_count, grad_norm) as float32 tensors.
 
-    `masks` (a tuple of bool tensors, empty without LoRA dropout) is written into
-    the `dropout_masks` Parameters inside the compiled step: a Parameter changed
-    from outside with set_data is not seen by a graph already compiled."""
+    `masks` (a tuple of bool tensors from `LoraDropout.masks`, empty without LoRA
+    dropout) is written into the `dropout_masks` Parameters (`LoraDropout.parameters`)
+    inside the compiled step: a Parameter changed from outside with set_data is not
+    seen by a graph already compiled."""
 
     def __init__(
         self,

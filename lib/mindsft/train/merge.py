@@ -10,7 +10,7 @@ from mindsft.errors import MindsftError
 from mindsft.models.loading import MODEL_PREFIXES
 from mindsft.pet.config import is_lora_param
 from mindsft.pet.merge import lora_pairs, merge_tensors
-from mindsft.train.checkpoint import list_checkpoints
+from mindsft.train.checkpoint import RunCheckpoints
 
 
 def resolve_checkpoint(path, rank: int = 0) -> Path:
@@ -19,9 +19,9 @@ def resolve_checkpoint(path, rank: int = 0) -> Path:
     if path.is_file():
         return path
     for root in (path, path / "train"):
-        found = list_checkpoints(root, rank)
-        if found:
-            return found[-1]
+        found = RunCheckpoints(root).newest(rank)
+        if found is not None:
+            return found.path
     raise MindsftError(f"{path}: no checkpoint file, and no checkpoint/rank_{rank}/*.ckpt under it")
 
 
@@ -57,17 +57,20 @@ def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) ->
     return Path(output_path)
 
 
+def replicas(path: Path) -> list:
+    """The other ranks' files of the same save as `path`, where it sits in a run's
+    checkpoint folder and they exist."""
+    ckpts, this = RunCheckpoints.holding(path)
+    if ckpts is None:
+        return []
+    others = (ckpts.file(r, this.epoch, this.step) for r in ckpts.ranks() if r != this.rank)
+    return [other for other in others if other.is_file()]
+
+
 def take_rank0(rank0_path: Path, output_path) -> Path:
     """A full-parameter run's weights: rank 0's, checked equal on every other rank,
     streamed one tensor at a time."""
-    checkpoints = rank0_path.parents[1]  # .../checkpoint
-    others = []
-    rank = 1
-    while (checkpoints / f"rank_{rank}").is_dir():
-        other = checkpoints / f"rank_{rank}" / rank0_path.name.replace("_rank_0-", f"_rank_{rank}-")
-        if other.is_file():
-            others.append((other, {entry.name: entry for entry in scan_ckpt(other)}))
-        rank += 1
+    others = [(other, {e.name: e for e in scan_ckpt(other)}) for other in replicas(rank0_path)]
     with CkptWriter(output_path) as out:
         for name, weight in iter_ckpt(rank0_path):
             if not name.startswith(MODEL_PREFIXES):

@@ -1,0 +1,96 @@
+"""The owner of a run's checkpoint folder: names parsed once, listing in step
+order, the steps every rank holds, keep-last-N, and atomic saves that carry the
+data position."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindsft.errors import MindsftError
+from mindsft.train.checkpoint import (
+    CheckpointFile,
+    RunCheckpoints,
+    position_tensors,
+    read_position,
+)
+
+
+def touch(ckpts, rank, *positions):
+    for epoch, step in positions:
+        path = ckpts.file(rank, epoch, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+def test_names_parse_into_prefix_rank_epoch_and_step():
+    found = CheckpointFile.parse("out/checkpoint/rank_1/llama_7b_lora_rank_1-2_30.ckpt")
+    assert (found.prefix, found.rank, found.epoch, found.step) == ("llama_7b_lora", 1, 2, 30)
+    assert found.position == (2, 30)
+    assert CheckpointFile.parse("model.ckpt") is None
+    assert CheckpointFile.parse("tiny_rank_0-1_2.ckpt.tmp") is None
+
+
+def test_files_are_the_ranks_own_in_epoch_then_step_order(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    touch(ckpts, 0, (1, 10), (2, 1), (1, 9))
+    (ckpts.rank_dir(0) / "tiny_rank_1-1_3.ckpt").write_bytes(b"")  # another rank's name
+    (ckpts.rank_dir(0) / "notes.txt").write_text("")
+    assert [f.position for f in ckpts.files(0)] == [(1, 9), (1, 10), (2, 1)]
+    assert ckpts.file(0, 2, 1) == tmp_path / "checkpoint" / "rank_0" / "tiny_rank_0-2_1.ckpt"
+    assert ckpts.newest(0).path == ckpts.file(0, 2, 1)
+    assert ckpts.files(5) == [] and ckpts.newest(5) is None
+    with pytest.raises(ValueError, match="needs a prefix"):
+        RunCheckpoints(tmp_path).file(0, 1, 1)
+
+
+def test_resume_takes_the_newest_step_every_rank_with_a_folder_holds(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    touch(ckpts, 0, (1, 2), (1, 4), (1, 6))
+    touch(ckpts, 1, (1, 2), (1, 4))
+    (tmp_path / "checkpoint" / "strategy").mkdir()
+    assert ckpts.ranks() == [0, 1]
+    assert ckpts.common_steps(range(2)) == {(1, 2), (1, 4)}
+    assert ckpts.newest_common(0, range(2)).path == ckpts.file(0, 1, 4)
+    assert ckpts.newest_common(0, range(3)).path == ckpts.file(0, 1, 4)  # rank 2: no folder
+    assert ckpts.newest_common(0, [0]).path == ckpts.file(0, 1, 6)
+    assert RunCheckpoints(tmp_path / "none").newest_common(0, range(2)) is None
+
+
+def test_prune_keeps_the_newest_n_of_a_rank(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    touch(ckpts, 0, (1, 2), (1, 4), (2, 2), (1, 6))
+    touch(ckpts, 1, (1, 2))
+    ckpts.prune(0, 0)  # 0: keep all
+    assert len(ckpts.files(0)) == 4
+    ckpts.prune(0, 2)
+    assert [f.position for f in ckpts.files(0)] == [(1, 6), (2, 2)]
+    assert [f.position for f in ckpts.files(1)] == [(1, 2)]
+
+
+def test_save_writes_the_tensors_and_position_atomically_and_prunes(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    for step in (1, 2, 3):
+        tensors = {"w": ms.Tensor(np.full(3, step, np.float32)), "global_step": ms.Tensor(step)}
+        tensors.update(position_tensors(0, step))
+        path = ckpts.save(1, 1, step, tensors, keep_max=2)
+    assert path == ckpts.file(1, 1, 3)
+    assert [f.step for f in ckpts.files(1)] == [2, 3]
+    assert sorted(p.name for p in ckpts.rank_dir(1).iterdir()) == [
+        "tiny_rank_1-1_2.ckpt",
+        "tiny_rank_1-1_3.ckpt",
+    ]  # no temporary file left
+    stored = ms.load_checkpoint(str(path))
+    assert np.array_equal(stored["w"].asnumpy(), np.full(3, 3, np.float32))
+    assert read_position(stored, path) == (0, 3, 3)
+    del stored["step_num"]
+    with pytest.raises(MindsftError, match="not a mindsft training checkpoint .no step_num"):
+        read_position(stored, path)
+
+
+def test_holding_gives_the_run_and_prefix_of_a_file_in_the_layout(tmp_path):
+    ckpts = RunCheckpoints(tmp_path / "run", "llama_7b")
+    touch(ckpts, 1, (2, 5))
+    owner, found = RunCheckpoints.holding(ckpts.file(1, 2, 5))
+    assert owner.root == ckpts.root and owner.prefix == "llama_7b"
+    assert (found.rank, found.position) == (1, (2, 5))
+    assert RunCheckpoints.holding(tmp_path / "llama_7b_rank_1-2_5.ckpt") == (None, None)
+    assert RunCheckpoints.holding(tmp_path / "model.ckpt") == (None, None)

@@ -1,0 +1,119 @@
+"""`merge-lora` over a run's checkpoint files: a trained tiny LoRA model merged
+into its base gives the LoRA model's loss; a full run's "merge" takes rank 0's
+weights after checking every other rank's replica of the same save."""
+
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindsft.cli import main
+from mindsft.convert.ckpt import CkptWriter
+from mindsft.data.reader import MindRecordBatches
+from mindsft.errors import MindsftError
+from mindsft.models.loading import load_model
+from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
+from mindsft.train.checkpoint import RunCheckpoints
+from mindsft.train.config import load_finetune_config
+from mindsft.train.merge import replicas, resolve_checkpoint
+from mindsft.train.trainer import RunPaths, Trainer
+
+TINY_FULL = Path(__file__).resolve().parents[2] / "config" / "finetune" / "tiny_full.yaml"
+
+
+def mean_loss(net, batch, config) -> float:
+    """The token-weighted loss MindFormers trains on, of `net` (dropout off) on `batch`."""
+    net.set_train(False)
+    ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
+    tokens, targets = shift_for_causal_lm(ids, labels)  # (B, T)
+    nll, count = token_nll_sum(
+        net(tokens), targets, tokens, config.pad_token_id, config.ignore_token_id
+    )
+    return float(nll.asnumpy()) / float(count.asnumpy())
+
+
+def test_merged_checkpoint_loss_equals_lora_model_loss(
+    tmp_path, make_base_checkpoint, make_mindrecord, finetune_yaml
+):
+    base = make_base_checkpoint(tmp_path / "base.ckpt")
+    data = make_mindrecord(tmp_path / "d.mindrecord", rows=8)
+    yaml_path = finetune_yaml(
+        tmp_path / "lora.yaml", lora={"lora_dropout": 0.1}, lr=2e-2, save_steps=4
+    )
+    trainer = Trainer(
+        load_finetune_config(yaml_path), RunPaths(str(data), str(base), str(tmp_path / "run"))
+    )
+    trainer.setup()
+    trainer.train()
+    batch = next(iter(MindRecordBatches(data, 8)))  # all 8 rows
+    config = trainer.model_config
+    lora_loss = mean_loss(trainer.net, batch, config)
+
+    merged = tmp_path / "merged.ckpt"
+    argv = ["merge-lora", "--config", str(yaml_path), "--base_checkpoint", str(base)]
+    assert (
+        main([*argv, "--lora_checkpoint", str(tmp_path / "run"), "--output_path", str(merged)]) == 0
+    )
+    merged_loss = mean_loss(load_model(config, merged), batch, config)
+    base_loss = mean_loss(load_model(config, base), batch, config)
+    assert merged_loss == pytest.approx(lora_loss, rel=1e-5)
+    assert abs(base_loss - lora_loss) > 1e-3  # the LoRA update is not a no-op
+    stored = ms.load_checkpoint(str(merged))
+    assert set(stored) == set(ms.load_checkpoint(str(base)))
+
+
+def write_rank(train_dir, rank, weights, step=2):
+    path = RunCheckpoints(train_dir, "tiny").file(rank, 1, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with CkptWriter(path) as out:
+        for name, array in weights.items():
+            out.write(name, array)
+    return path
+
+
+def test_full_run_merge_refuses_replicas_that_differ_and_writes_nothing(tmp_path, capsys):
+    weights = {"model.norm_out.weight": np.ones(4, np.float32), "adam_m.x": np.zeros(2, np.float32)}
+    rank0 = write_rank(tmp_path / "train", 0, weights)
+    write_rank(
+        tmp_path / "train", 1, {**weights, "model.norm_out.weight": np.full(4, 2, np.float32)}
+    )
+    merged = tmp_path / "merged.ckpt"
+    argv = [
+        "merge-lora",
+        "--config",
+        str(TINY_FULL),
+        "--base_checkpoint",
+        str(rank0),
+        "--lora_checkpoint",
+        str(tmp_path / "train"),
+        "--output_path",
+        str(merged),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rank_1" in err and "model.norm_out.weight" in err
+    assert not merged.exists() and not list(tmp_path.glob(".merged*"))
+
+
+def test_lora_checkpoint_resolves_to_rank0_newest_under_a_run_or_its_train_dir(tmp_path):
+    weights = {"model.norm_out.weight": np.ones(4, np.float32)}
+    run = tmp_path / "run"
+    written = {step: write_rank(run / "train", 0, weights, step) for step in (2, 10, 4)}
+    newest = written[10]  # by step number, not by name
+    assert resolve_checkpoint(run) == resolve_checkpoint(run / "train") == newest
+    assert resolve_checkpoint(newest) == newest  # a file is taken as it is
+    with pytest.raises(MindsftError, match=r"no checkpoint/rank_0/\*\.ckpt under it"):
+        resolve_checkpoint(tmp_path / "empty")
+
+
+def test_replicas_are_the_other_ranks_files_of_the_same_save(tmp_path):
+    weights = {"model.norm_out.weight": np.ones(4, np.float32)}
+    rank0 = write_rank(tmp_path, 0, weights)
+    others = [write_rank(tmp_path, r, weights) for r in (1, 2)]
+    write_rank(tmp_path, 3, weights, step=4)  # rank 3 lacks this save
+    assert replicas(rank0) == others
+    assert replicas(others[0]) == [rank0, others[1]]
+    loose = tmp_path / "elsewhere" / rank0.name
+    loose.parent.mkdir()
+    loose.write_bytes(rank0.read_bytes())
+    assert replicas(loose) == []  # not inside a run's checkpoint folder
