@@ -14,6 +14,7 @@ from pathlib import Path
 from mindsft.atomic import atomic_output
 from mindsft.convert import hf_folder
 from mindsft.errors import MindsftError
+from mindsft.files import read_json
 
 META = [
     "config.json",
@@ -99,7 +100,7 @@ def resolve_model_dir(model: dict, output_dir=None) -> Path:
     downloaded into `output_dir`."""
     if model.get("path"):
         folder = Path(model["path"])
-        hf_folder.read_json(folder / "config.json")
+        read_json(hf_folder.config_file(folder))
         hf_folder.weight_files(folder)
         return folder
     if model.get("repo_id"):

@@ -32,6 +32,7 @@ from mindsft.data.rows import Stats, qa_chunk, wiki_chunk
 from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
+from mindsft.files import read_text
 
 MIN_SEQ_LENGTH = 16
 CHUNK_RECORDS = 512  # conversations per worker task
@@ -230,11 +231,7 @@ def _json_list_error(path):
 
 def wiki_tasks(files: list):
     for path in files:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise MindsftError(f"{path}: not UTF-8 text ({exc})") from None
-        paragraphs = wiki_paragraphs(clean_wikitext(text))
+        paragraphs = wiki_paragraphs(clean_wikitext(read_text(path, "input file")))
         for start in range(0, len(paragraphs), CHUNK_PARAGRAPHS):
             yield "wiki", (paragraphs[start : start + CHUNK_PARAGRAPHS],)
 

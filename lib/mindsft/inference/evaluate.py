@@ -13,7 +13,7 @@ import mindspore as ms
 from mindsft.atomic import atomic_output
 from mindsft.data.reader import MindRecordBatches
 from mindsft.errors import MindsftError
-from mindsft.models.config import load_config
+from mindsft.models.config import is_hf_config, load_config
 from mindsft.models.loading import load_model
 from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
 
@@ -59,8 +59,8 @@ def evaluate_loss(net, batches, source) -> dict:
 def check_seq_length(config_path, config, seq_length, dataset) -> None:
     """A MindFormers YAML's seq_length is the run's training length: the dataset must
     match it. An HF config's is max_position_embeddings, a ceiling: shorter is fine."""
-    hf = Path(config_path).is_dir() or Path(config_path).suffix == ".json"
-    if seq_length > config.seq_length or (not hf and seq_length != config.seq_length):
+    ceiling = is_hf_config(config_path)
+    if seq_length > config.seq_length or (not ceiling and seq_length != config.seq_length):
         raise MindsftError(
             f"{dataset}: seq_length {seq_length} does not match the config's seq_length "
             f"{config.seq_length} ({config_path})"
