@@ -14,7 +14,6 @@ from pathlib import Path
 from mindsft.atomic import atomic_output
 from mindsft.convert import hf_folder
 from mindsft.errors import MindsftError
-from mindsft.files import read_json
 
 META = [
     "config.json",
@@ -92,22 +91,6 @@ def download(repo_id: str, output_dir, revision=None) -> Path:
             except OSError:
                 shutil.copyfile(blob, tmp / src.name)
     return Path(output_dir)
-
-
-def resolve_model_dir(model: dict, output_dir=None) -> Path:
-    """The HF folder of a model entry of config.yaml: `{path: DIR}` is used as is
-    (checked to hold config.json and weights); `{repo_id: R, revision: REV}` is
-    downloaded into `output_dir`."""
-    if model.get("path"):
-        folder = Path(model["path"])
-        read_json(hf_folder.config_file(folder))
-        hf_folder.weight_files(folder)
-        return folder
-    if model.get("repo_id"):
-        if output_dir is None:
-            raise MindsftError(f"{model['repo_id']}: no output folder to download into")
-        return download(model["repo_id"], output_dir, model.get("revision"))
-    raise MindsftError(f"model entry {model!r} has neither path nor repo_id")
 
 
 def register(subparsers) -> None:

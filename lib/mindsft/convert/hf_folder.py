@@ -41,12 +41,6 @@ def check_config_fields(config: dict, where) -> dict:
     return config
 
 
-def read_config(path) -> dict:
-    """The HF config.json at `path` (or in the folder `path`), its fields checked."""
-    path = config_file(path)
-    return check_config_fields(read_json(path), path)
-
-
 def _files_from_index(folder: Path, index_name: str) -> list:
     index = read_json(folder / index_name)
     weight_map = index.get("weight_map")
