@@ -15,7 +15,7 @@ SUBCOMMAND_MODULES = [
     "mindsft.convert.cli",
     "mindsft.data.cli",
     "mindsft.train.cli",
-    "mindsft.models.cli",
+    "mindsft.inference.cli",
 ]
 
 

@@ -11,7 +11,7 @@ from mindsft.errors import MindsftError
 
 HASH_BLOCK = 1 << 20  # bytes read at a time by file_sha256
 
-_KINDS = {dict: "a mapping", list: "a list"}
+_KINDS = {dict: "a mapping", list: "a list", type(None): "nothing"}
 
 
 def read_text(path, what: str = "file") -> str:

@@ -1,13 +1,11 @@
 """`mindsft download` against a local HF cache with the hub offline (no test
-reaches the network), and `resolve_model_dir` for `path:` models."""
+reaches the network)."""
 
 import os
 import subprocess
 import sys
 
 import pytest
-from mindsft.convert.download import resolve_model_dir
-from mindsft.errors import MindsftError
 from mindsft.tiny import make_tiny_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -95,14 +93,3 @@ def test_bin_only_repo_gives_bin_weights_and_unknown_revision_is_clear(tmp_path,
     )
     assert r.returncode == 2 and "org/old@v2: HF_HUB_OFFLINE is set" in r.stderr
     assert not (tmp_path / "v2").exists()
-
-
-def test_resolve_model_dir_uses_a_local_path_as_is(tiny, tmp_path):
-    assert resolve_model_dir({"path": str(tiny)}) == tiny
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "config.json").write_text("{}")
-    with pytest.raises(MindsftError, match="neither"):
-        resolve_model_dir({"path": str(empty)})
-    with pytest.raises(MindsftError, match="neither path nor repo_id"):
-        resolve_model_dir({"revision": "main"})

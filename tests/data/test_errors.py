@@ -32,7 +32,7 @@ def write(path, content):
     "content, expected",
     [
         ("{not json", ["not valid JSON"]),
-        ({"instruction": "x"}, ["expected a JSON list"]),
+        ({"instruction": "x"}, ["expected a list at the top level of the JSON"]),
         ([], ["empty dataset"]),
         ([{"instruction": "x", "input": ""}], ["record 0", "missing 'output'"]),
         (
@@ -82,7 +82,7 @@ def preprocess_fails(capsys, tmp_path, src, tokenizer, expected, **kwargs):
     "content, expected",
     [
         ("[{]", ["not valid JSON"]),
-        ({"conversations": []}, ["expected a JSON list"]),
+        ({"conversations": []}, ["expected a list at the top level of the JSON"]),
         ([], ["empty dataset"]),
         ([GOOD_CONV, {"id": "b7", "turns": []}], ["record 1", "'conversations'"]),
         (

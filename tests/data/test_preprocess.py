@@ -284,34 +284,6 @@ def test_split_tokenization_equals_whole_round_tokenization(alpaca_fixture, llam
         assert a[2] == b[2]
 
 
-@pytest.mark.parametrize("dataset_type", ["qa", "wiki"])
-def test_packed_rows_write_the_bytes_filewriter_writes(tmp_path, dataset_type):
-    """The writer's direct blob path gives files identical, byte for byte, to
-    MindSpore's public FileWriter.write_raw_data on the same rows."""
-    from mindspore.mindrecord import FileWriter
-
-    rng = np.random.default_rng(0)
-    columns = list(pre.SCHEMAS[dataset_type])
-    rows = [rng.integers(-100, 32000, size=(37, 17), dtype=np.int32) for _ in columns]
-    for folder in ("public", "final"):
-        (tmp_path / folder).mkdir()
-    public = FileWriter(str(tmp_path / "public" / "x.mindrecord"), shard_num=1)
-    public.add_schema(pre.SCHEMAS[dataset_type], dataset_type)
-    for start in (0, 10):  # two calls, as chunks arrive
-        part = slice(start, 10 if start == 0 else None)
-        public.write_raw_data(
-            [dict(zip(columns, r, strict=True)) for r in zip(*(c[part] for c in rows), strict=True)]
-        )
-    public.commit()
-    out = pre._MindRecordRows(tmp_path / "final" / "x.mindrecord", "x.mindrecord", dataset_type)
-    out.write_packed(pre.pack_rows([c[:10] for c in rows]), 10)
-    out.write_packed(pre.pack_rows([c[10:] for c in rows]), 27)
-    out.finish()
-    for suffix in ("", ".db"):
-        public_bytes = (tmp_path / "public" / f"x.mindrecord{suffix}").read_bytes()
-        assert (tmp_path / "final" / f"x.mindrecord{suffix}").read_bytes() == public_bytes
-
-
 @pytest.mark.parametrize(
     "content",
     [

@@ -10,9 +10,6 @@ from mindsft.cli import main
 from mindsft.models.config import LlamaConfig
 from mindspore.mindrecord import FileWriter
 
-from tests.data.test_reader import SCHEMA
-from tests.models.test_llama import ms_state_dict, tiny_hf_llama
-
 torch = pytest.importorskip("torch")
 
 SEQ = 16
@@ -32,7 +29,7 @@ def qa_rows(n, seed=0):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_hf_llama, ms_state_dict, qa_schema):
     """A tiny GQA model (HF reference + MindSpore checkpoint), a YAML config, a dataset."""
     root = tmp_path_factory.mktemp("eval")
     hf = tiny_hf_llama(4, 2, False, vocab=VOCAB)
@@ -45,7 +42,7 @@ def run(tmp_path_factory):
     (root / "run.yaml").write_text(yaml.safe_dump({"model": {"model_config": config.to_dict()}}))
     ids, labels = qa_rows(5)
     writer = FileWriter(str(root / "eval.mindrecord"), shard_num=1, overwrite=True)
-    writer.add_schema(SCHEMA, "qa")
+    writer.add_schema(qa_schema, "qa")
     writer.write_raw_data([{"input_ids": a, "labels": b} for a, b in zip(ids, labels, strict=True)])
     writer.commit()
     return {"root": root, "hf": hf, "params": params, "ids": ids, "labels": labels}
@@ -135,3 +132,39 @@ def test_dataset_seq_length_other_than_the_yaml_is_one_line(run, capsys):
     (run["root"] / "seq32.yaml").write_text(yaml.safe_dump(doc))
     err = one_line_error(capsys, *evaluate(run, config="seq32.yaml"))
     assert "eval.mindrecord" in err and "seq_length 16" in err and "32" in err
+
+
+def test_evaluate_loss_on_a_built_net_keeps_its_names_and_mode(run, ms_llama_like):
+    from mindsft.inference.evaluate import evaluate_loss
+
+    net = ms_llama_like(run["hf"])
+    names = list(net.parameters_dict())
+    net.set_train(True)
+    batches = [
+        {"input_ids": run["ids"][i : i + 2], "labels": run["labels"][i : i + 2]} for i in (0, 2, 4)
+    ]
+    metrics = evaluate_loss(net, batches, "three batches")
+    loss, tokens = hf_loss(run["hf"], run["ids"], run["labels"])
+    assert metrics["tokens"] == tokens and metrics["loss"] == pytest.approx(loss, rel=1e-5)
+    assert set(metrics) == {"loss", "perplexity", "tokens"}
+    assert list(net.parameters_dict()) == names and net.training
+
+
+def test_no_target_token_is_one_line_naming_the_data(run, ms_llama_like):
+    from mindsft.errors import MindsftError
+    from mindsft.inference.evaluate import evaluate_loss
+
+    labels = np.full_like(run["labels"], -100)
+    with pytest.raises(MindsftError, match=r"^held-out\.mindrecord: no target token survives"):
+        evaluate_loss(
+            ms_llama_like(run["hf"]),
+            [{"input_ids": run["ids"], "labels": labels}],
+            "held-out.mindrecord",
+        )
+
+
+def test_perplexity_overflows_to_inf_from_a_loss_of_700():
+    from mindsft.inference.evaluate import perplexity
+
+    assert perplexity(699.0) == pytest.approx(np.exp(699.0)) and perplexity(699.0) < np.inf
+    assert perplexity(700.0) == perplexity(1e6) == float("inf")

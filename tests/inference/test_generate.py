@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import yaml
 from mindsft.cli import main
-from mindsft.models.cli import chat_prompt
+from mindsft.data.template import chat_prompt
+from mindsft.inference.generate import Generator, sample_token
 from mindsft.models.config import LlamaConfig
-from mindsft.models.generate import _sample, generate
 from mindsft.models.llama import LlamaForCausalLM
-
-from tests.models.test_llama import ms_llama_like, tiny_hf_llama
 
 torch = pytest.importorskip("torch")
 
@@ -20,7 +18,7 @@ PROMPT = [1, 17, 42, 5, 77, 23, 9]
 
 
 @pytest.mark.parametrize(("heads", "kv", "tied"), [(4, 4, False), (4, 2, True)])
-def test_greedy_tokens_equal_hf_generate(heads, kv, tied):
+def test_greedy_tokens_equal_hf_generate(heads, kv, tied, tiny_hf_llama, ms_llama_like):
     hf = tiny_hf_llama(heads, kv, tied)
     with torch.no_grad():
         ref = hf.generate(
@@ -30,39 +28,37 @@ def test_greedy_tokens_equal_hf_generate(heads, kv, tied):
             eos_token_id=2,
             pad_token_id=0,
         )
-    ours = generate(ms_llama_like(hf), PROMPT, max_new_tokens=30)
+    ours = Generator(ms_llama_like(hf))(PROMPT, max_new_tokens=30)
     assert ours == ref[0, len(PROMPT) :].tolist()
 
 
-def test_generation_stops_at_eos_and_includes_it():
+def test_generation_stops_at_eos_and_includes_it(tiny_hf_llama, ms_llama_like):
     hf = tiny_hf_llama(4, 2, False)
-    model = ms_llama_like(hf)
-    free = generate(model, PROMPT, max_new_tokens=12)
+    generate = Generator(ms_llama_like(hf))
+    free = generate(PROMPT, max_new_tokens=12)
     eos = free[3]  # pretend the 4th token is the end of sequence
-    assert (
-        generate(model, PROMPT, max_new_tokens=12, eos_token_id=eos) == free[: free.index(eos) + 1]
-    )
+    assert generate(PROMPT, max_new_tokens=12, eos_token_id=eos) == free[: free.index(eos) + 1]
 
 
-def test_sampling_is_seeded_and_top_k_1_is_greedy():
-    model = ms_llama_like(tiny_hf_llama(4, 2, False))
-    greedy = generate(model, PROMPT, max_new_tokens=10)
-    assert generate(model, PROMPT, max_new_tokens=10, do_sample=True, top_k=1, seed=3) == greedy
-    assert generate(model, PROMPT, max_new_tokens=10, do_sample=True, top_p=1e-6, seed=3) == greedy
-    a = generate(model, PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=3)
-    assert a == generate(model, PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=3)
-    assert a != generate(model, PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=4)
+def test_sampling_is_seeded_and_top_k_1_is_greedy(tiny_hf_llama, ms_llama_like):
+    generate = Generator(ms_llama_like(tiny_hf_llama(4, 2, False)))
+    greedy = generate(PROMPT, max_new_tokens=10)
+    assert generate(PROMPT, max_new_tokens=10, do_sample=True, top_k=1, seed=3) == greedy
+    assert generate(PROMPT, max_new_tokens=10, do_sample=True, top_p=1e-6, seed=3) == greedy
+    a = generate(PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=3)
+    assert a == generate(PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=3)
+    assert a != generate(PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=4)
 
 
 def test_top_k_and_top_p_keep_only_the_head_of_the_distribution():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     rng = np.random.default_rng(0)
-    assert {_sample(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {0, 1}
-    assert {_sample(logits, rng, 1.0, 0, 0.8) for _ in range(300)} == {
+    assert {sample_token(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {0, 1}
+    assert {sample_token(logits, rng, 1.0, 0, 0.8) for _ in range(300)} == {
         0,
         1,
     }  # 0.5 + 0.3 reaches 0.8
-    assert {_sample(logits, rng, 1.0, 0, 0.81) for _ in range(300)} == {0, 1, 2}
+    assert {sample_token(logits, rng, 1.0, 0, 0.81) for _ in range(300)} == {0, 1, 2}
 
 
 @pytest.fixture
@@ -111,7 +107,7 @@ def test_generate_command_prints_and_writes_the_greedy_completion(tokenizer_run,
     text = chat_prompt("Name three colours.", "vicuna_v1.1")
     assert text.endswith("USER: Name three colours. ASSISTANT:")
     assert record["prompt_ids"] == [1, *tokenizer.encode(text)]
-    assert record["completion_ids"] == generate(model, record["prompt_ids"], 8)
+    assert record["completion_ids"] == Generator(model)(record["prompt_ids"], 8)
     assert capsys.readouterr().out.strip() == record["completion"].strip()
 
 
@@ -133,3 +129,41 @@ def test_tokenizer_of_another_vocabulary_is_one_line(tokenizer_run, capsys, tmp_
     ]
     assert main(argv) == 2
     assert "32000 pieces" in capsys.readouterr().err
+
+
+def test_the_decoding_step_compiles_once_per_cache_size(tiny_hf_llama, ms_llama_like):
+    """Prompts whose cache fits the same multiple of CACHE_BLOCK positions share one
+    compiled step; a longer one compiles one more (counted in MindSpore's compile cache)."""
+    from mindspore.graph.api import ms_compile_cache
+
+    generate = Generator(ms_llama_like(tiny_hf_llama(4, 2, False, seq=256)))
+
+    def compiles(prompt, new_tokens):
+        before = len(ms_compile_cache)
+        generate(prompt, max_new_tokens=new_tokens, eos_token_id=-1)
+        return len(ms_compile_cache) - before
+
+    assert compiles(PROMPT, 6) == 1  # cache of 128 positions
+    assert compiles([1, 3, 5], 20) == 0  # 128 again
+    assert compiles(PROMPT, 130) == 1  # 256
+    assert compiles(PROMPT[:2], 8) == 0
+
+
+def test_complete_strips_the_eos_it_stopped_at(tokenizer_run):
+    import sentencepiece as spm
+
+    _, model, tok_path = tokenizer_run
+    tokenizer = spm.SentencePieceProcessor(model_file=str(tok_path))
+    generate = Generator(model)
+    free = generate.complete(tokenizer, "Name three colours.", 6)
+    assert free.prompt_ids == [1, *tokenizer.encode("Name three colours.")]
+    assert not free.stopped_at_eos and free.text == tokenizer.decode(free.ids)
+    eos = free.ids[2]  # pretend the third new token ends the answer
+    model.config.eos_token_id = eos
+    try:
+        done = generate.complete(tokenizer, "Name three colours.", 6)
+    finally:
+        model.config.eos_token_id = 2
+    stop = free.ids.index(eos)
+    assert done.ids == free.ids[: stop + 1] and done.stopped_at_eos
+    assert done.text == tokenizer.decode(free.ids[:stop])

@@ -102,6 +102,16 @@ def test_to_dict_is_a_mindformers_model_config_that_reads_back(tmp_path):
         ),
         (
             {
+                "vocab_size": 0,
+                "hidden_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 4,
+            },
+            "field 'vocab_size' is missing or not a positive integer",
+        ),
+        (
+            {
                 "vocab_size": 10,
                 "hidden_size": 8,
                 "num_hidden_layers": 1,
@@ -145,5 +155,5 @@ def test_bad_yaml_and_dtype_are_refused(tmp_path):
     }
     with pytest.raises(MindsftError, match="int8"):
         LlamaConfig.from_mindformers(mc)
-    with pytest.raises(MindsftError, match="no such file"):
+    with pytest.raises(MindsftError, match="absent.yaml: YAML file not found"):
         load_config(tmp_path / "absent.yaml")

@@ -18,56 +18,6 @@ SHAPES = {  # id: (num_heads, n_kv_heads, tie_word_embeddings)
 }
 
 
-def tiny_hf_llama(num_heads=4, n_kv_heads=2, tied=False, vocab=96, seed=0, seq=64):
-    """A seeded random HF LlamaForCausalLM (norm weights randomised too, so a wrong
-    norm cannot hide behind ones)."""
-    torch.manual_seed(seed)
-    hc = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=16 * num_heads,
-        num_hidden_layers=2,
-        num_attention_heads=num_heads,
-        num_key_value_heads=n_kv_heads,
-        intermediate_size=88,
-        max_position_embeddings=seq,
-        rope_theta=20000.0,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=tied,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    hf = transformers.LlamaForCausalLM(hc).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name:
-                p.normal_(1.0, 0.2)
-    return hf
-
-
-def ms_state_dict(hf) -> dict:
-    """HF weights under MindFormers names, as MindSpore Parameters."""
-    out = {}
-    for key, value in hf.state_dict().items():
-        name = hf_to_ms(key)
-        if name is not None:
-            out[name] = ms.Parameter(ms.Tensor(value.detach().numpy().copy()), name=name)
-    return out
-
-
-def ms_llama_like(hf, **overrides) -> LlamaForCausalLM:
-    """Our model with the HF model's config and weights."""
-    config = LlamaConfig.from_hf({**hf.config.to_dict(), **overrides})
-    model = LlamaForCausalLM(config)
-    params = ms_state_dict(hf)
-    if config.tie_word_embeddings:
-        params.pop("lm_head.weight", None)
-    not_loaded, unused = ms.load_param_into_net(model, params, strict_load=True)
-    assert not not_loaded and not unused
-    model.set_train(False)
-    return model
-
-
 def hf_logits(hf, ids) -> np.ndarray:
     with torch.no_grad():
         return hf(torch.tensor(ids, dtype=torch.long)).logits.numpy()
@@ -78,7 +28,7 @@ def random_ids(vocab, shape, seed=1):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_full_length_logits_in_two_query_halves_match_hf(shape):
+def test_full_length_logits_in_two_query_halves_match_hf(shape, tiny_hf_llama, ms_llama_like):
     heads, kv, tied = SHAPES[shape]
     hf = tiny_hf_llama(heads, kv, tied, seq=128)
     model = ms_llama_like(hf)
@@ -90,7 +40,7 @@ def test_full_length_logits_in_two_query_halves_match_hf(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_logits_match_hf_within_1e4(shape):
+def test_logits_match_hf_within_1e4(shape, tiny_hf_llama, ms_llama_like):
     heads, kv, tied = SHAPES[shape]
     hf = tiny_hf_llama(heads, kv, tied)
     model = ms_llama_like(hf)
@@ -100,7 +50,7 @@ def test_logits_match_hf_within_1e4(shape):
     np.testing.assert_allclose(out.asnumpy(), hf_logits(hf, ids), atol=1e-4, rtol=0)
 
 
-def test_graph_mode_jit_gives_the_same_logits_as_hf():
+def test_graph_mode_jit_gives_the_same_logits_as_hf(tiny_hf_llama, ms_llama_like):
     hf = tiny_hf_llama(4, 2, False)
     model = ms_llama_like(hf)
     ids = random_ids(96, (3, 33))
@@ -142,7 +92,7 @@ def test_parameter_names_are_mindformers_and_tied_model_has_no_lm_head():
     assert set(tied.parameters_dict()) == expected - {"lm_head.weight"}
 
 
-def test_kv_cache_decoding_reproduces_the_full_forward():
+def test_kv_cache_decoding_reproduces_the_full_forward(tiny_hf_llama, ms_llama_like):
     hf = tiny_hf_llama(4, 2, False)
     model = ms_llama_like(hf)
     ids = random_ids(96, (1, 20))
@@ -160,7 +110,9 @@ def test_kv_cache_decoding_reproduces_the_full_forward():
     assert cache.length == 20 and cache.layers[0][0].shape == (1, 2, 20, 16)  # (B, n_kv, S, hd)
 
 
-def test_float16_compute_stays_close_to_float32_and_returns_float32_logits():
+def test_float16_compute_stays_close_to_float32_and_returns_float32_logits(
+    tiny_hf_llama, ms_state_dict, ms_llama_like
+):
     hf = tiny_hf_llama(4, 2, False)
     ids = random_ids(96, (2, 24))
     fp32 = ms_llama_like(hf)(ms.Tensor(ids)).asnumpy()
@@ -190,7 +142,9 @@ def test_bfloat16_on_cpu_is_refused_with_one_line():
 
 
 @pytest.mark.parametrize(("dtype", "atol"), [("fp32", 1e-4), ("bf16", 0.05)])
-def test_checkpoint_from_mindsft_convert_weight_loads_and_matches_hf(tmp_path, dtype, atol):
+def test_checkpoint_from_mindsft_convert_weight_loads_and_matches_hf(
+    tmp_path, dtype, atol, tiny_hf_llama
+):
     from mindsft.cli import main
     from mindsft.models.loading import load_model
 
@@ -221,7 +175,9 @@ def test_checkpoint_from_mindsft_convert_weight_loads_and_matches_hf(tmp_path, d
     [(21, False), (129, False), (129, True)],
     ids=["short", "full_length_halves", "full_length_halves_jit"],
 )
-def test_gradients_match_hf_autograd_including_the_tied_embedding(length, compiled):
+def test_gradients_match_hf_autograd_including_the_tied_embedding(
+    length, compiled, tiny_hf_llama, ms_llama_like
+):
     """Short rows take the one-block attention; rows of the full seq_length (128,
     after the shift) take the two query halves, PyNative and compiled."""
     from mindsft.models.loss import shift_for_causal_lm, token_nll_sum

@@ -93,22 +93,6 @@ def download(repo_id: str, output_dir, revision=None) -> Path:
     return Path(output_dir)
 
 
-def resolve_model_dir(model: dict, output_dir=None) -> Path:
-    """The HF folder of a model entry of config.yaml: `{path: DIR}` is used as is
-    (checked to hold config.json and weights); `{repo_id: R, revision: REV}` is
-    downloaded into `output_dir`."""
-    if model.get("path"):
-        folder = Path(model["path"])
-        hf_folder.read_json(folder / "config.json")
-        hf_folder.weight_files(folder)
-        return folder
-    if model.get("repo_id"):
-        if output_dir is None:
-            raise MindsftError(f"{model['repo_id']}: no output folder to download into")
-        return download(model["repo_id"], output_dir, model.get("revision"))
-    raise MindsftError(f"model entry {model!r} has neither path nor repo_id")
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "download",

@@ -6,28 +6,39 @@ safetensors headers, or from `.bin` files loaded with `torch.load(weights_only=T
 mmap=True)` (no arbitrary unpickling, and the data stays on disk until read).
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from mindsft.convert import raw, safetensors_io
 from mindsft.errors import MindsftError
+from mindsft.files import read_json
 
+CONFIG = "config.json"
+# the fields of an HF Llama config.json that the shapes depend on
+CONFIG_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+)
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 
 
-def read_json(path) -> dict:
+def config_file(path) -> Path:
+    """The config.json an HF config path names: the file itself, or the one in a folder."""
     path = Path(path)
-    if not path.is_file():
-        raise MindsftError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MindsftError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise MindsftError(f"{path}: expected a JSON object")
-    return data
+    return path / CONFIG if path.is_dir() else path
+
+
+def check_config_fields(config: dict, where) -> dict:
+    """The HF config fields a Llama's shapes depend on must be positive integers;
+    `where` names the config in the one-line error."""
+    for key in CONFIG_FIELDS:
+        if not isinstance(config.get(key), int) or config[key] <= 0:
+            raise MindsftError(f"{where}: field {key!r} is missing or not a positive integer")
+    return config
 
 
 def _files_from_index(folder: Path, index_name: str) -> list:

@@ -13,14 +13,8 @@ from mindsft.atomic import atomic_output
 from mindsft.convert import hf_folder, names, raw, safetensors_io
 from mindsft.convert.ckpt import CkptWriter, scan_ckpt
 from mindsft.errors import MindsftError
+from mindsft.files import read_json
 
-REQUIRED_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-)
 SIDECAR_SUFFIX = ".config.json"  # `OUT.ckpt.config.json`: the HF config a checkpoint came from
 HF_SHARD_BYTES = 5 * 1024**3  # transformers' save_pretrained default max_shard_size
 _TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
@@ -31,10 +25,8 @@ def sidecar_path(ckpt) -> Path:
 
 
 def check_config(config: dict, where) -> dict:
-    """The HF Llama config fields the shapes depend on; a missing one is an error."""
-    for key in REQUIRED_FIELDS:
-        if not isinstance(config.get(key), int) or config[key] <= 0:
-            raise MindsftError(f"{where}: field {key!r} is missing or not a positive integer")
+    """An HF config of a Llama, with the fields the shapes depend on."""
+    hf_folder.check_config_fields(config, where)
     if config.get("model_type", "llama") != "llama":
         raise MindsftError(f"{where}: model_type {config['model_type']!r} is not llama")
     return config
@@ -102,11 +94,12 @@ def convert_hf_to_ms(input_dir, output_path, dtype: str = "fp32") -> dict:
     for --reversed. Returns a summary."""
     dst = raw.dtype_code(dtype)
     input_dir = Path(input_dir)
-    config = check_config(hf_folder.read_json(input_dir / "config.json"), input_dir / "config.json")
+    config_path = hf_folder.config_file(input_dir)
+    config = check_config(read_json(config_path), config_path)
     pieces = hf_folder.tokenizer_vocab_size(input_dir)
     if pieces is not None and pieces != config["vocab_size"]:
         raise MindsftError(
-            f"{input_dir / 'config.json'}: vocab_size {config['vocab_size']} differs from the "
+            f"{config_path}: vocab_size {config['vocab_size']} differs from the "
             f"{pieces} pieces of {input_dir / 'tokenizer.model'}"
         )
     tied = config.get("tie_word_embeddings", False)
@@ -123,7 +116,7 @@ def convert_hf_to_ms(input_dir, output_path, dtype: str = "fp32") -> dict:
             raise MindsftError(f"{t.path}: tensor {t.name!r} is {t.dtype}, not a float type")
         found[t.name] = (t.path, t.shape)
         plan.append(raw.CastTensor(t, ms_name, dst))
-    _check_tensors(found, config, input_dir, input_dir / "config.json")
+    _check_tensors(found, config, input_dir, config_path)
     plan = _in_order(plan, config, lambda t: t.src.name, source=lambda t: t.src.path)
     sidecar = dict(config, torch_dtype=_TORCH_DTYPE[dst])
     with CkptWriter(output_path, suffixes=(SIDECAR_SUFFIX,)) as writer:
@@ -143,15 +136,13 @@ def _hf_config_for(ckpt: Path, config_path) -> dict:
                 f"{ckpt}: --reversed needs --config (config.json or MindFormers YAML); "
                 f"no {side.name} beside the checkpoint"
             )
-        return check_config(hf_folder.read_json(side), side)
-    path = Path(config_path)
-    if path.is_dir():
-        path = path / "config.json"
+        return check_config(read_json(side), side)
+    path = hf_folder.config_file(config_path)
     if path.suffix in (".yaml", ".yml"):
         from mindsft.models.config import load_config
 
         return check_config(load_config(path).to_hf_dict(), path)
-    return check_config(hf_folder.read_json(path), path)
+    return check_config(read_json(path), path)
 
 
 def convert_ms_to_hf(ckpt, output_dir, config=None, dtype=None, max_shard_bytes=HF_SHARD_BYTES):

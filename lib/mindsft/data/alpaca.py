@@ -3,10 +3,10 @@ as MindFormers' `alpaca_converter.py` writes them: the Stanford Alpaca prompt as
 human turn, the output as the gpt turn, ids "1", "2", ... as strings."""
 
 import json
-from pathlib import Path
 
 from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
+from mindsft.files import read_json
 
 # The Stanford Alpaca training prompts (tatsu-lab/stanford_alpaca train.py), the two
 # variants MindFormers' converter chooses between: with an `input` and without.
@@ -26,16 +26,7 @@ REQUIRED_KEYS = ("instruction", "output")
 
 def load_json_list(path) -> list:
     """Read a JSON file whose top level must be a non-empty list."""
-    path = Path(path)
-    try:
-        with path.open(encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise MindsftError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MindsftError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise MindsftError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    data = read_json(path, expect=list)
     if not data:
         raise MindsftError(f"{path}: empty dataset (no records)")
     return data

@@ -8,10 +8,9 @@ with a bounded number of tasks in flight. Outputs appear only when complete.
 
 Speed: conversation files are parsed record by record as chunks are needed
 (`iter_json_list`); the workers send each chunk back as one buffer of MindRecord
-blobs (`pack_rows`), and the writer hands those blobs to MindSpore's shard writer
-directly, skipping FileWriter's per-row Python (schema check, blob merging) that
-costs more than tokenizing (`_MindRecordRows`); the writing process tokenizes a
-chunk itself whenever the next result is not ready (`OrderedResults`)."""
+blobs (`pack_rows`), which `MindRecordWriter` hands to MindSpore's shard writer
+directly (see mindrecord_writer.py); the writing process tokenizes a chunk itself
+whenever the next result is not ready (`OrderedResults`)."""
 
 import collections
 import dataclasses
@@ -20,7 +19,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -29,10 +27,12 @@ import numpy as np
 
 from mindsft.atomic import atomic_output
 from mindsft.data.alpaca import load_json_list
+from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows
 from mindsft.data.rows import Stats, qa_chunk, wiki_chunk
 from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
+from mindsft.files import read_text
 
 MIN_SEQ_LENGTH = 16
 CHUNK_RECORDS = 512  # conversations per worker task
@@ -60,7 +60,7 @@ def _run_task(task):
     kind, args = task
     if kind == "qa":
         input_ids, labels, stats = qa_chunk(_worker_tokenizer, *args)
-        return pack_rows([input_ids, labels]), stats
+        return pack_rows({"input_ids": input_ids, "labels": labels}), stats
     return wiki_chunk(_worker_tokenizer, *args)
 
 
@@ -231,92 +231,12 @@ def _json_list_error(path):
 
 def wiki_tasks(files: list):
     for path in files:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise MindsftError(f"{path}: not UTF-8 text ({exc})") from None
-        paragraphs = wiki_paragraphs(clean_wikitext(text))
+        paragraphs = wiki_paragraphs(clean_wikitext(read_text(path, "input file")))
         for start in range(0, len(paragraphs), CHUNK_PARAGRAPHS):
             yield "wiki", (paragraphs[start : start + CHUNK_PARAGRAPHS],)
 
 
 # ---- the stage
-
-
-def pack_rows(columns: list) -> bytes:
-    """Rows as MindRecord stores them, one after another: for one column a row's
-    bytes; for several, each column's bytes behind its length (8 bytes, big endian)
-    - what MindSpore's ShardWriter._merge_blob makes of a row of int32 arrays.
-    `columns` are int32 arrays (n_rows, row_length), in schema order."""
-    if len(columns) == 1:
-        return np.ascontiguousarray(columns[0], dtype="<i4").tobytes()
-    fields = []
-    for k, col in enumerate(columns):
-        fields += [(f"n{k}", ">u8"), (f"c{k}", "<i4", col.shape[1:])]
-    packed = np.empty(len(columns[0]), dtype=fields)
-    for k, col in enumerate(columns):
-        packed[f"n{k}"] = col[0].nbytes if len(col) else 0
-        packed[f"c{k}"] = col
-    return packed.tobytes()
-
-
-class _MindRecordRows:
-    """A MindSpore FileWriter for one shard. MindRecord stores its own file name in
-    the header, so it writes under the final name inside a scratch folder; `finish`
-    moves both files (X, X.db) to `dest` and `dest.db`.
-
-    The first row goes through FileWriter.write_raw_data (which opens the file,
-    writes the header and checks the row against the schema); the rest go, as
-    blobs from `pack_rows`, straight to the shard writer FileWriter itself calls
-    (mindspore==2.10 is pinned; a test checks the files are byte for byte those
-    that write_raw_data writes). Our rows are int32 arrays of one length by
-    construction, which is all FileWriter's per-row check would verify."""
-
-    def __init__(self, dest: Path, final_name: str, dataset_type: str):
-        from mindspore.mindrecord import FileWriter  # heavy import, only where it is needed
-
-        self.scratch = dest.with_name(dest.name + ".d")
-        self.scratch.mkdir()
-        self.path = self.scratch / final_name
-        self.writer = FileWriter(str(self.path), shard_num=1, overwrite=True)
-        self.writer.add_schema(SCHEMAS[dataset_type], dataset_type)
-        self.columns = list(SCHEMAS[dataset_type])
-        self.dest = dest
-        self.opened = False
-
-    def write_packed(self, packed: bytes, n_rows: int) -> None:
-        """Write `n_rows` rows of equal size, packed by `pack_rows`."""
-        if n_rows == 0:
-            return
-        size = len(packed) // n_rows
-        start = 0
-        if not self.opened:
-            self._open(packed[:size])
-            start = 1
-        blobs = [packed[k * size : (k + 1) * size] for k in range(start, n_rows)]
-        if blobs:
-            self.writer._writer._writer.write_raw_data({}, blobs, True, False)
-
-    def _open(self, first: bytes) -> None:
-        """Write the first row through the public API, and check that MindSpore
-        merges blobs in our column order."""
-        if len(self.columns) == 1:
-            row = {self.columns[0]: np.frombuffer(first, dtype="<i4")}
-        else:
-            half = np.frombuffer(first, dtype=np.uint8).reshape(len(self.columns), -1)
-            row = {c: half[k, 8:].view("<i4") for k, c in enumerate(self.columns)}
-        if self.writer._header.blob_fields != self.columns:
-            raise RuntimeError(f"MindRecord blob fields {self.writer._header.blob_fields}")
-        self.writer.write_raw_data([row])
-        self.opened = True
-
-    def finish(self) -> None:
-        self.writer.commit()
-        os.replace(self.path, self.dest)
-        os.replace(f"{self.path}.db", f"{self.dest}.db")
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def preprocess(
@@ -342,8 +262,9 @@ def preprocess(
         tasks = qa_tasks(files, length) if dataset_type == "qa" else wiki_tasks(files)
         with OrderedResults(tasks, tok.model_file, workers) as results:
             # MindSpore is imported here, while the workers run the first tasks
-            out = _MindRecordRows(tmp, output_file.name, dataset_type)
-            try:
+            with MindRecordWriter(
+                tmp, output_file.name, SCHEMAS[dataset_type], dataset_type
+            ) as out:
                 if dataset_type == "qa":
                     for packed, chunk_stats in results:
                         out.write_packed(packed, chunk_stats.rows)
@@ -355,8 +276,6 @@ def preprocess(
                         f"{input_glob}: empty dataset (no rows of seq_length + 1 = {length} tokens)"
                     )
                 out.finish()
-            finally:
-                out.cleanup()
         summary = {
             "dataset_type": dataset_type,
             "seq_length": seq_length,
@@ -368,7 +287,7 @@ def preprocess(
     return stats
 
 
-def _write_wiki(out: _MindRecordRows, streams, length: int, stats: Stats) -> None:
+def _write_wiki(out: MindRecordWriter, streams, length: int, stats: Stats) -> None:
     """Cut the concatenated token stream into rows of `length`, carrying the
     remainder from one chunk to the next; the final remainder is dropped."""
     carry = np.empty(0, dtype=np.int32)
@@ -376,7 +295,8 @@ def _write_wiki(out: _MindRecordRows, streams, length: int, stats: Stats) -> Non
         carry = np.concatenate([carry, ids])
         n_rows = len(carry) // length
         if n_rows:
-            out.write_packed(pack_rows([carry[: n_rows * length].reshape(n_rows, length)]), n_rows)
+            rows = carry[: n_rows * length].reshape(n_rows, length)
+            out.write_packed(pack_rows({"input_ids": rows}), n_rows)
             carry = carry[n_rows * length :]
             stats.rows += n_rows
     stats.tokens = stats.rows * length

@@ -1,11 +1,13 @@
 """The FastChat `vicuna_v1.1` prompt template that MindFormers' qa preprocessing
-applies to conversation records, taken from FastChat itself (`fschat`)."""
+applies to conversation records, taken from FastChat itself (`fschat`), and the
+same template around a single prompt for generation (`chat_prompt`)."""
 
 from fastchat.conversation import get_conv_template
 
 from mindsft.errors import MindsftError
 
 TEMPLATE_NAME = "vicuna_v1.1"
+CHAT_TEMPLATES = (TEMPLATE_NAME, "none")  # what `chat_prompt` takes; none: the text as is
 SPEAKERS = ("human", "gpt")  # conversation-JSON speakers, in turn order
 
 
@@ -55,4 +57,16 @@ def conversation_prompt(turns, where: str = "record") -> str:
     conv = _template()
     for turn in check_turns(turns, where):
         conv.append_message(ROLES[turn["from"]], turn["value"])
+    return conv.get_prompt()
+
+
+def chat_prompt(text: str, template: str = TEMPLATE_NAME) -> str:
+    """The text a model sees when asked `text`: the conversation up to the assistant's
+    turn, laid out as `mindsft preprocess` lays out training data, or `text` itself
+    for template "none"."""
+    if template == "none":
+        return text
+    conv = get_conv_template(template)
+    conv.append_message(conv.roles[0], text)
+    conv.append_message(conv.roles[1], None)
     return conv.get_prompt()

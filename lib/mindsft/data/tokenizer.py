@@ -8,7 +8,6 @@ Here all segments of a batch go to SentencePiece's batch encoder in one call; fo
 model where no merge can cross a space that follows a non-space (Llama's), segments
 are cut into words at such spaces and each distinct word is encoded once."""
 
-import hashlib
 import re
 from itertools import pairwise, repeat
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import sentencepiece as spm
 
 from mindsft.errors import MindsftError
+from mindsft.files import file_sha256
 
 # a space after a character that is not a space, with text after it: where a text is
 # cut into words that SentencePiece encodes alone (the space becomes the dummy prefix)
@@ -29,14 +29,6 @@ def _words(text: str) -> list:
     if "  " in text or "\u2581" in text or text[:1] == " " or text[-1:] == " ":
         return _WORD_BREAK.split(text)
     return text.split(" ")
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class SentencePieceTokenizer:

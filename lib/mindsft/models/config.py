@@ -2,13 +2,12 @@
 HF `config.json` or from MindFormers' `model.model_config` YAML section."""
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from mindsft.convert.hf_folder import check_config_fields, config_file
 from mindsft.errors import MindsftError
+from mindsft.files import read_json, read_yaml
 
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -97,23 +96,12 @@ class LlamaConfig:
     @classmethod
     def from_hf(cls, source) -> "LlamaConfig":
         """From an HF Llama `config.json`: a dict, the file, or the folder holding it."""
-        where = "HF config"
-        if not isinstance(source, dict):
-            path = Path(source)
-            if path.is_dir():
-                path = path / "config.json"
-            where = str(path)
-            source = _read_json(path)
-        hf = source
-        for key in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-        ):
-            if key not in hf:
-                raise MindsftError(f"{where}: field {key!r} is missing")
+        if isinstance(source, dict):
+            where, hf = "HF config", source
+        else:
+            where = config_file(source)
+            hf = read_json(where)
+        check_config_fields(hf, where)
         hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
         if hf.get("head_dim") not in (None, hidden // heads):
             raise MindsftError(
@@ -202,30 +190,19 @@ class LlamaConfig:
         }
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise MindsftError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise MindsftError(f"{path}: not valid JSON ({exc})") from None
+def is_hf_config(path) -> bool:
+    """Whether `path` names an HF config.json (the file or its folder), not a YAML."""
+    path = Path(path)
+    return path.is_dir() or path.suffix == ".json"
 
 
 def load_config(path) -> LlamaConfig:
     """LlamaConfig from an HF `config.json`, a folder holding one, or a
     MindFormers-style YAML (its `model.model_config` section)."""
-    path = Path(path)
-    if path.is_dir() or path.suffix == ".json":
+    if is_hf_config(path):
         return LlamaConfig.from_hf(path)
-    try:
-        with open(path) as fh:
-            doc = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise MindsftError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise MindsftError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    mc = (doc or {}).get("model", {}).get("model_config") if isinstance(doc, dict) else None
+    model = read_yaml(path).get("model")
+    mc = model.get("model_config") if isinstance(model, dict) else None
     if not isinstance(mc, dict):
         raise MindsftError(f"{path}: no model.model_config section")
     return LlamaConfig.from_mindformers(mc, where=f"{path} model.model_config")

@@ -47,12 +47,33 @@ class DecoderLayer(nn.Cell):
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.feed_forward = FeedForward(config)
 
-    def construct(self, x, rope, mask, batch, seq, past_k=None, past_v=None, slot=None):
-        a, k, v = self.attention(
-            self.attention_norm(x), rope, mask, batch, seq, past_k, past_v, slot
+    def construct(self, x, rope, mask, batch, seq):
+        """T positions over themselves in one causal block: x (B*T, D) -> (B*T, D)."""
+        return self.feed(x, self.attention(self.attention_norm(x), rope, mask, batch, seq))
+
+    def halves(self, x, rope, masks, batch, seq):
+        """The same at full length, attention in two query halves (see Attention.halves)."""
+        return self.feed(x, self.attention.halves(self.attention_norm(x), rope, masks, batch, seq))
+
+    def extend(self, x, rope, mask, batch, seq, past_k, past_v):
+        """T new positions after a KV cache (see Attention.extend): (out, keys, values)."""
+        a, k, v = self.attention.extend(
+            self.attention_norm(x), rope, mask, batch, seq, past_k, past_v
         )
+        return self.feed(x, a), k, v
+
+    def decode(self, x, rope, mask, batch, keys, values, slot):
+        """One new position into a fixed-size cache (see Attention.decode)."""
+        a, k, v = self.attention.decode(
+            self.attention_norm(x), rope, mask, batch, keys, values, slot
+        )
+        return self.feed(x, a), k, v
+
+    def feed(self, x, a):
+        """The residual around attention output `a`, then the feed-forward block and its
+        residual: (B*T, D) -> (B*T, D)."""
         h = x + a
-        return h + self.feed_forward(self.ffn_norm(h)), k, v
+        return h + self.feed_forward(self.ffn_norm(h))
 
 
 class Embedding(nn.Cell):
@@ -84,9 +105,9 @@ class LlamaModel(nn.Cell):
 
 class OutputProjection(nn.Cell):
     """logits = h W^T for the (vocab, D) output matrix, with a hand-written backward
-    pass that picks the faster MatMul layout: oneDNN on this CPU forms
-    dh^T = W^T dlogits^T (both operands transposed) in 128 ms against 169 ms for
-    dh = dlogits W at 2048 x 32000 x 256; dW = dlogits^T h is kept."""
+    pass that picks the faster MatMul layout: oneDNN forms dh^T = W^T dlogits^T
+    (both operands transposed) faster than dh = dlogits W at the shapes of a
+    32000-token vocabulary; dW = dlogits^T h is kept."""
 
     def __init__(self):
         super().__init__()
@@ -166,42 +187,48 @@ class LlamaForCausalLM(nn.Cell):
         h = self.model.tok_embeddings(input_ids)
         return h if self.dtype == ms.float32 else h.astype(self.dtype)
 
-    def expand(self, cos, sin, mask, batch):
-        """Broadcast, once per forward, what every layer uses, so the layers' elementwise
-        ops are same-shape (MindSpore's PyNative CPU kernels run 5-10x slower when they
-        broadcast). cos/sin (T, 1, hd) -> (cos_q, sin_q, cos_k, sin_k): (B, T, H, hd)
-        with 1/sqrt(hd) folded in for q, (B, T, n_kv, hd) for k; mask (T, S) or None
-        -> (B, n_kv, G*T, S), the row block repeated for each query head of a group."""
+    def expand_rope(self, cos, sin, batch):
+        """Broadcast the rotary tables, once per forward, to the shapes every layer meets,
+        so the layers' elementwise ops are same-shape (MindSpore's PyNative CPU kernels
+        run much slower when they broadcast). cos/sin (T, 1, hd) -> (cos_q, sin_q,
+        cos_k, sin_k): (B, T, H, hd) with 1/sqrt(hd) folded in for q, (B, T, n_kv, hd)
+        for k."""
         heads, n_kv = self.config.num_heads, self.config.n_kv_heads
         cos, sin = ops.expand_dims(cos, 0), ops.expand_dims(sin, 0)  # (1, T, 1, hd)
-        rope = (
+        return (
             ops.tile(cos * self.scale, (batch, 1, heads, 1)),
             ops.tile(sin * self.scale, (batch, 1, heads, 1)),
             ops.tile(cos, (batch, 1, n_kv, 1)),
             ops.tile(sin, (batch, 1, n_kv, 1)),
         )
-        if isinstance(mask, tuple):
-            mask = tuple(ops.tile(m, (batch, n_kv, self.group, 1)) for m in mask)
-        elif mask is not None:
-            mask = ops.tile(mask, (batch, n_kv, self.group, 1))
-        return rope, mask
+
+    def expand_mask(self, mask, batch):
+        """An additive mask (T, S) -> (B, n_kv, G*T, S), the row block repeated for each
+        query head of a group (broadcast once per forward, as `expand_rope`)."""
+        return ops.tile(mask, (batch, self.config.n_kv_heads, self.group, 1))
 
     def construct(self, input_ids):
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError("input longer than the model's rotary tables (config seq_length)")
         h = self.embed(input_ids)  # (B*T, D)
-        # slice only when shorter: MindSpore's CPU StridedSlice took 15 ms on the 512x512 mask
-        cos, sin, mask = self.rope_cos, self.rope_sin, self.causal_mask
+        # slice only when shorter: MindSpore's CPU StridedSlice is slow on full-size tables
+        cos, sin = self.rope_cos, self.rope_sin
         if seq < cos.shape[0]:
             cos, sin = cos[:seq], sin[:seq]
-        if seq < mask.shape[0]:
-            mask = mask[:seq, :seq]
-        elif self.split_halves:
-            mask = self.causal_halves
-        rope, mask = self.expand(cos, sin, mask, batch)
-        for layer in self.model.layers:
-            h, _, _ = layer(h, rope, mask, batch, seq)
+        rope = self.expand_rope(cos, sin, batch)
+        if self.split_halves and seq >= self.causal_mask.shape[0]:
+            first, second = self.causal_halves
+            masks = (self.expand_mask(first, batch), self.expand_mask(second, batch))
+            for layer in self.model.layers:
+                h = layer.halves(h, rope, masks, batch, seq)
+        else:
+            mask = self.causal_mask
+            if seq < mask.shape[0]:
+                mask = mask[:seq, :seq]
+            mask = self.expand_mask(mask, batch)
+            for layer in self.model.layers:
+                h = layer(h, rope, mask, batch, seq)
         return self.logits(h, batch, seq)
 
     def forward_cached(self, input_ids, cache=None):
@@ -212,16 +239,16 @@ class LlamaForCausalLM(nn.Cell):
         if past + seq > self.max_positions:
             self.set_positions(max(past + seq, 2 * self.max_positions))
         h = self.embed(input_ids)
-        mask = None
-        if seq > 1:  # new tokens see the whole cache and the new tokens before them
-            mask = ms.Tensor(np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1))
-        rope, mask = self.expand(
-            self.rope_cos[past : past + seq], self.rope_sin[past : past + seq], mask, batch
+        # new tokens see the whole cache and the new tokens before them: (T, P + T)
+        mask = np.triu(np.full((seq, past + seq), MASK_VALUE, np.float32), past + 1)
+        rope = self.expand_rope(
+            self.rope_cos[past : past + seq], self.rope_sin[past : past + seq], batch
         )
+        mask = self.expand_mask(ms.Tensor(mask), batch)
         layers = []
         for i, layer in enumerate(self.model.layers):
             past_k, past_v = (None, None) if cache is None else cache.layers[i]
-            h, k, v = layer(h, rope, mask, batch, seq, past_k, past_v)
+            h, k, v = layer.extend(h, rope, mask, batch, seq, past_k, past_v)
             layers.append((k, v))
         return self.logits(h, batch, seq), KVCache(past + seq, layers)
 
@@ -240,10 +267,11 @@ class LlamaForCausalLM(nn.Cell):
         span = ops.arange(capacity, dtype=ms.int32)
         slot = (span == position).reshape(1, 1, capacity, 1)
         mask = ops.where(span <= position, 0.0, MASK_VALUE).reshape(1, capacity)  # (1, L)
-        rope, mask = self.expand(cos, sin, mask, batch)
+        rope = self.expand_rope(cos, sin, batch)
+        mask = self.expand_mask(mask, batch)
         new_keys, new_values = (), ()
         for i, layer in enumerate(self.model.layers):
-            h, k, v = layer(h, rope, mask, batch, 1, keys[i], values[i], slot)
+            h, k, v = layer.decode(h, rope, mask, batch, keys[i], values[i], slot)
             new_keys += (k,)
             new_values += (v,)
         return self.logits(h, batch, 1), new_keys, new_values

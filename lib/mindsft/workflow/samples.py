@@ -10,28 +10,19 @@ from mindsft.atomic import atomic_output
 
 def generate_samples(*, config, checkpoint, tokenizer, records, max_new_tokens, out) -> list:
     """Write [{"instruction", "input", "completion"}] for every record to `out`."""
-    import sentencepiece as spm
-
     from mindsft.data.alpaca import alpaca_prompt
-    from mindsft.models.cli import chat_prompt
-    from mindsft.models.config import load_config
-    from mindsft.models.generate import generate
-    from mindsft.models.loading import load_model
+    from mindsft.data.template import chat_prompt
+    from mindsft.inference.generate import load_generator
 
-    cfg = load_config(config)
-    model = load_model(cfg, checkpoint)
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
+    generator, sp = load_generator(config, checkpoint, tokenizer)
     samples = []
     for record in records:
-        text = chat_prompt(alpaca_prompt(record), "vicuna_v1.1")
-        new_ids = generate(model, [cfg.bos_token_id, *sp.encode(text)], max_new_tokens)
-        if new_ids and new_ids[-1] == cfg.eos_token_id:
-            new_ids = new_ids[:-1]
+        done = generator.complete(sp, chat_prompt(alpaca_prompt(record)), max_new_tokens)
         samples.append(
             {
                 "instruction": record["instruction"],
                 "input": record.get("input", ""),
-                "completion": sp.decode(new_ids),
+                "completion": done.text,
             }
         )
     with atomic_output(out) as tmp:

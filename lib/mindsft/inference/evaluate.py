@@ -1,0 +1,100 @@
+"""Held-out loss and perplexity with the loss MindFormers trains on (shifted labels,
+ignore id and pad masked out). `evaluate_loss` is the one evaluation loop: over any
+model already built and any batches; `evaluate_checkpoint` runs it for a checkpoint
+on a qa MindRecord, as `mindsft evaluate` does."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import mindspore as ms
+
+from mindsft.atomic import atomic_output
+from mindsft.data.reader import MindRecordBatches
+from mindsft.errors import MindsftError
+from mindsft.models.config import is_hf_config, load_config
+from mindsft.models.loading import load_model
+from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
+
+MAX_LOSS = 700.0  # from here on perplexity is reported as inf (exp overflows a float near 709.8)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), or inf for a loss of MAX_LOSS or more."""
+    return math.exp(loss) if loss < MAX_LOSS else math.inf
+
+
+def evaluate_loss(net, batches, source) -> dict:
+    """Token-weighted mean loss of `net` (a LlamaForCausalLM, LoRA-wrapped or not) over
+    `batches` (numpy {"input_ids", "labels"}: int32 (B, T + 1)): {"loss",
+    "perplexity", "tokens"}. No target token surviving the loss mask is a one-line
+    error naming `source` (the data). The net runs in inference mode and gets its
+    mode back; it is not wrapped in another Cell (that would rename its parameters)."""
+    pad, ignore = net.config.pad_token_id, net.config.ignore_token_id
+
+    @ms.jit
+    def nll(input_ids, labels):
+        tokens, targets = shift_for_causal_lm(input_ids, labels)
+        return token_nll_sum(net(tokens), targets, tokens, pad, ignore)
+
+    was_training = net.training
+    net.set_train(False)
+    total, count = 0.0, 0.0
+    try:
+        for batch in batches:
+            s, n = nll(ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"]))
+            total += float(s.asnumpy())
+            count += float(n.asnumpy())
+    finally:
+        net.set_train(was_training)
+    if count == 0:
+        raise MindsftError(
+            f"{source}: no target token survives the loss mask (all labels -100 or pad)"
+        )
+    loss = total / count
+    return {"loss": loss, "perplexity": perplexity(loss), "tokens": int(count)}
+
+
+def check_seq_length(config_path, config, seq_length, dataset) -> None:
+    """A MindFormers YAML's seq_length is the run's training length: the dataset must
+    match it. An HF config's is max_position_embeddings, a ceiling: shorter is fine."""
+    ceiling = is_hf_config(config_path)
+    if seq_length > config.seq_length or (not ceiling and seq_length != config.seq_length):
+        raise MindsftError(
+            f"{dataset}: seq_length {seq_length} does not match the config's seq_length "
+            f"{config.seq_length} ({config_path})"
+        )
+
+
+def evaluate_checkpoint(config_path, checkpoint, dataset, batch_size=1) -> dict:
+    """Loss, perplexity and tokens of `checkpoint` on the qa MindRecord `dataset`, with
+    what was evaluated and how long it took."""
+    start = time.perf_counter()
+    config = load_config(config_path)
+    batches = MindRecordBatches(dataset, batch_size, drop_remainder=False)
+    check_seq_length(config_path, config, batches.seq_length, dataset)
+    metrics = evaluate_loss(load_model(config, checkpoint), batches, dataset)
+    return {
+        **metrics,
+        "rows": batches.rows,
+        "seq_length": batches.seq_length,
+        "batch_size": batch_size,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "checkpoint": str(checkpoint),
+        "dataset": str(dataset),
+        "config": str(config_path),
+    }
+
+
+def evaluate_to_file(config, checkpoint, dataset, output, batch_size=1) -> dict:
+    """`evaluate_checkpoint`, its metrics written to `output` as JSON (atomically) and
+    summed up in one printed line."""
+    metrics = evaluate_checkpoint(config, checkpoint, dataset, batch_size)
+    with atomic_output(output) as tmp:
+        Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")
+    print(
+        f"loss {metrics['loss']:.6f}  perplexity {metrics['perplexity']:.4f}  tokens "
+        f"{metrics['tokens']}  rows {metrics['rows']}  ({metrics['wall_time_s']:.1f} s) -> {output}"
+    )
+    return metrics
