@@ -8,18 +8,9 @@ from pathlib import Path
 
 import mindsft
 from mindsft.atomic import atomic_output
+from mindsft.files import file_sha256
 
 LIB = Path(mindsft.__file__).resolve().parent
-CHUNK = 1 << 20
-
-
-def file_sha256(path) -> str:
-    """sha256 of one file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_sha256(folder) -> dict:
