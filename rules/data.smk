@@ -9,8 +9,8 @@ rule download_dataset:
     benchmark:
         "benchmarks/download_dataset/{dataset}.tsv"
     params:
-        url=lambda w: DATASETS[w.dataset]["url"],
-        sha256=lambda w: DATASETS[w.dataset].get("sha256"),
+        url=dataset_setting("url"),
+        sha256=dataset_setting("sha256"),
     threads: 1
     conda:
         ENV
@@ -29,9 +29,9 @@ rule split_dataset:
     benchmark:
         "benchmarks/split_dataset/{dataset}.tsv"
     params:
-        alpaca=lambda w: dataset_json(w.dataset),
-        eval_records=lambda w: DATASETS[w.dataset]["eval_records"],
-        seed=lambda w: DATASETS[w.dataset]["seed"],
+        alpaca=dataset_alpaca,
+        eval_records=dataset_setting("eval_records"),
+        seed=dataset_setting("seed"),
         code=code("workflow/data.py"),
     threads: 1
     conda:
@@ -61,7 +61,7 @@ rule alpaca_converter:
 rule preprocess:
     input:
         data="results/data/{dataset}/{split}/conversation.json",
-        model=lambda w: hf_dir(w.model),
+        model=model_dir,
     output:
         mindrecord="results/data/{dataset}/{split}/{model}_{seq}.mindrecord",
         db="results/data/{dataset}/{split}/{model}_{seq}.mindrecord.db",
@@ -71,7 +71,7 @@ rule preprocess:
     benchmark:
         "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}.tsv"
     params:
-        tokenizer=lambda w: tokenizer(w.model),
+        tokenizer=model_tokenizer,
         code=code("data"),
     threads: config["preprocess_workers"]
     conda:

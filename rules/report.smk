@@ -26,7 +26,7 @@ rule plot_loss:
 
 rule plot_eval:
     input:
-        base=lambda w: base_metrics(w.run),
+        base=run_base_metrics,
         tuned="results/{run}/eval/metrics.json",
         samples="results/{run}/eval/samples.json",
     output:
@@ -79,7 +79,7 @@ rule data_stats:
 
 rule benchmarks:
     input:
-        report_benchmarks(),
+        report_benchmarks,
     output:
         table=report(
             "results/report/benchmarks.html",

@@ -26,8 +26,8 @@ rule download_model:
     benchmark:
         "benchmarks/download_model/{model}.tsv"
     params:
-        repo_id=lambda w: MODELS[w.model]["repo_id"],
-        revision=lambda w: MODELS[w.model]["revision"],
+        repo_id=model_setting("repo_id"),
+        revision=model_setting("revision"),
     threads: 1
     conda:
         ENV
@@ -37,7 +37,7 @@ rule download_model:
 
 rule convert_weight:
     input:
-        hf=lambda w: hf_dir(w.model),
+        hf=model_dir,
     output:
         ckpt="results/weights/{model}.ckpt",
         config="results/weights/{model}.ckpt.config.json",
@@ -46,7 +46,7 @@ rule convert_weight:
     benchmark:
         "benchmarks/convert_weight/{model}.tsv"
     params:
-        dtype=lambda w: MODELS[w.model]["dtype"],
+        dtype=model_setting("dtype"),
         code=code("convert"),
     threads: 1
     conda:
