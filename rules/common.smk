@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from mindsft.workflow.config import check_config, schema_error
 from mindsft.workflow.dag import upstream_benchmarks
-from mindsft.workflow.provenance import source_sha256
+from mindsft.workflow.provenance import code_sha256
 
 # The project's folder (Snakefile, config/, workflow/), also when a Snakefile
 # elsewhere includes the project's.
@@ -30,9 +30,10 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names)
 
 
-def code(*subpackages):
-    """sha256 of the mindsft code a stage runs, as a param: changing it reruns the stage."""
-    return source_sha256(*subpackages)
+def code(script):
+    """sha256 of workflow/scripts/{script}.py and of the mindsft modules it imports,
+    as a param: the rule reruns exactly when code it runs changes."""
+    return code_sha256(ROOT / "workflow" / "scripts" / f"{script}.py")
 
 
 # ---- paths, by model, dataset and run name

@@ -11,6 +11,7 @@ rule download_dataset:
     params:
         url=dataset_setting("url"),
         sha256=dataset_setting("sha256"),
+        code=code("download_dataset"),
     threads: 1
     conda:
         ENV
@@ -32,7 +33,7 @@ rule split_dataset:
         alpaca=dataset_alpaca,
         eval_records=dataset_setting("eval_records"),
         seed=dataset_setting("seed"),
-        code=code("workflow/data.py"),
+        code=code("split_dataset"),
     threads: 1
     conda:
         ENV
@@ -50,7 +51,7 @@ rule alpaca_converter:
     benchmark:
         "benchmarks/alpaca_converter/{dataset}_{split}.tsv"
     params:
-        code=code("data"),
+        code=code("alpaca_converter"),
     threads: 1
     conda:
         ENV
@@ -72,7 +73,7 @@ rule preprocess:
         "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}.tsv"
     params:
         tokenizer=model_tokenizer,
-        code=code("data"),
+        code=code("preprocess"),
     threads: config["preprocess_workers"]
     conda:
         ENV

@@ -16,7 +16,7 @@ rule evaluate_base:
     params:
         config=model_config,
         checkpoint=weights_input,
-        code=code("models", "data/reader.py"),
+        code=code("evaluate"),
     threads: 1
     conda:
         ENV
@@ -38,7 +38,7 @@ rule evaluate:
     params:
         config=model_config,
         checkpoint="results/{run}/ckpt/model.ckpt",
-        code=code("models", "data/reader.py"),
+        code=code("evaluate"),
     threads: 1
     conda:
         ENV
@@ -60,7 +60,7 @@ rule generate_samples:
         config=model_config,
         records=config["samples"]["records"],
         max_new_tokens=config["samples"]["max_new_tokens"],
-        code=code("models", "workflow/samples.py"),
+        code=code("generate_samples"),
     threads: 1
     conda:
         ENV

@@ -18,7 +18,7 @@ rule resolve_config:
     params:
         seq_length=run_setting("seq_length"),
         overrides=run_setting("overrides"),
-        code=code("workflow/config.py"),
+        code=code("resolve_config"),
     threads: 1
     conda:
         ENV
@@ -40,7 +40,7 @@ rule finetune:
     params:
         workers=run_setting("workers"),
         msrun_logs="logs/finetune/{run}.msrun",
-        code=code("train", "models", "pet", "data/reader.py", "workflow/launch.py"),
+        code=code("finetune"),
     threads: run_setting("workers")
     resources:
         nodes=run_setting("nodes"),
@@ -69,7 +69,7 @@ rule merge:
         "benchmarks/merge/{run}.tsv"
     params:
         tokenizer=model_tokenizer,
-        code=code("pet", "train/config.py", "workflow/package.py"),
+        code=code("merge"),
     threads: 1
     conda:
         ENV

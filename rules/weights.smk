@@ -10,7 +10,7 @@ rule make_tiny_model:
         "benchmarks/make_tiny_model/{model}.tsv"
     params:
         options=tiny_options,
-        code=code("tiny.py"),
+        code=code("make_tiny_model"),
     threads: 1
     conda:
         ENV
@@ -28,6 +28,7 @@ rule download_model:
     params:
         repo_id=model_setting("repo_id"),
         revision=model_setting("revision"),
+        code=code("download_model"),
     threads: 1
     conda:
         ENV
@@ -47,7 +48,7 @@ rule convert_weight:
         "benchmarks/convert_weight/{model}.tsv"
     params:
         dtype=model_setting("dtype"),
-        code=code("convert"),
+        code=code("convert_weight"),
     threads: 1
     conda:
         ENV
