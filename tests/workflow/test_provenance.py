@@ -4,6 +4,7 @@ mindsft modules that script imports, transitively, and of nothing else."""
 import shutil
 
 import pytest
+from mindsft.errors import MindsftError
 from mindsft.workflow import provenance
 
 FAKE_PACKAGE = {
@@ -54,6 +55,13 @@ def test_the_code_hash_changes_with_imported_code_only(fake_lib):
     assert changed != before
     script.write_text(script.read_text() + "# a comment\n")
     assert provenance.code_sha256(script) != changed
+
+
+def test_an_import_of_a_module_that_is_not_there_is_an_error_naming_the_line(fake_lib):
+    lib, script = fake_lib
+    (lib / "a.py").write_text("def f():\n    from mindsft.gone import g\n\n    return g()\n")
+    with pytest.raises(MindsftError, match=r"a\.py:2: imports mindsft\.gone, which is not"):
+        provenance.code_files(script)
 
 
 def test_the_code_hash_does_not_depend_on_where_the_checkout_is(fake_lib, tmp_path, monkeypatch):

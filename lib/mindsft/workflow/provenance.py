@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mindsft
 from mindsft.atomic import atomic_output
+from mindsft.errors import MindsftError
 from mindsft.files import file_sha256
 
 LIB = Path(mindsft.__file__).resolve().parent
@@ -62,15 +63,14 @@ def _package_of(path: Path) -> "str | None":
     return ".".join((PACKAGE, *path.relative_to(LIB).parent.parts))
 
 
-def imported_modules(path) -> set:
-    """The mindsft modules (and their parent packages) that the Python file `path`
-    imports anywhere in it, function bodies included."""
-    path = Path(path).resolve()
-    package = _package_of(path)
-    names = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+def _imports(tree: ast.AST, package: "str | None"):
+    """(module, must_exist, line) for each name an import statement in `tree`
+    brings in: `import a.b` must find a.b; `from a import b` must find a, and
+    b may be a module or a name inside a."""
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            for alias in node.names:
+                yield alias.name, True, node.lineno
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -78,10 +78,24 @@ def imported_modules(path) -> set:
                     continue
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*up, base] if base else up)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    parents = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
-    return {n for n in parents if module_file(n) is not None}
+            yield base, True, node.lineno
+            for alias in node.names:
+                yield f"{base}.{alias.name}", False, node.lineno
+
+
+def imported_modules(path) -> set:
+    """The mindsft modules (and their parent packages) that the Python file `path`
+    imports anywhere in it, function bodies included. An import of a mindsft
+    module that does not exist is an error naming the file and line."""
+    path = Path(path).resolve()
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    names = set()
+    for name, must_exist, line in _imports(tree, _package_of(path)):
+        if module_file(name) is not None:
+            names.add(name)
+        elif must_exist and name.split(".")[0] == PACKAGE:
+            raise MindsftError(f"{path}:{line}: imports {name}, which is not a mindsft module")
+    return {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
 
 
 def code_files(script) -> list:
