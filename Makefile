@@ -1,11 +1,12 @@
 # Set-up and entry points. `make venv` is idempotent; `make demo` and `make test`
-# both build on it, so a fresh clone needs nothing installed by hand.
+# both build on it, so a fresh clone needs nothing installed by hand. The
+# bench/*.py scripts are run one at a time, each with the flags its docstring gives.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint clean
 
 venv: $(VENV)/.installed
 

@@ -1,4 +1,5 @@
-# Config validation, wildcard constraints and the input functions the rules share.
+# Config validation, and the functions the rules share: paths built from the
+# config, and the input/params functions that look up a job's model, dataset or run.
 import re
 from pathlib import Path
 
@@ -6,14 +7,20 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mindsft.workflow.config import check_config, schema_error
-from mindsft.workflow.provenance import source_sha256
+from mindsft.workflow.dag import upstream_benchmarks
+from mindsft.workflow.provenance import code_sha256
+
+# The project's folder (Snakefile, config/, workflow/), also when a Snakefile
+# elsewhere includes the project's.
+ROOT = Path(workflow.current_basedir).parent
 
 try:
     validate(config, schema="../config/schema.yaml")
 except WorkflowError as exc:
-    schema = Path(workflow.basedir) / "config" / "schema.yaml"
-    raise WorkflowError(schema_error(config, schema) or str(exc)) from None
-check_config(config, root=workflow.basedir)
+    raise WorkflowError(
+        schema_error(config, ROOT / "config" / "schema.yaml") or str(exc)
+    ) from None
+check_config(config, root=ROOT)
 
 ENV = "../envs/mindsft.yaml"
 MODELS, DATASETS, RUNS = config["models"], config["datasets"], config["runs"]
@@ -23,9 +30,13 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names)
 
 
-def code(*subpackages):
-    """sha256 of the mindsft code a stage runs, as a param: changing it reruns the stage."""
-    return source_sha256(*subpackages)
+def code(script):
+    """sha256 of workflow/scripts/{script}.py and of the mindsft modules it imports,
+    as a param: the rule reruns exactly when code it runs changes."""
+    return code_sha256(ROOT / "workflow" / "scripts" / f"{script}.py")
+
+
+# ---- paths, by model, dataset and run name
 
 
 def hf_dir(model):
@@ -38,20 +49,6 @@ def hf_dir(model):
     return f"resources/hf/{model}"
 
 
-def finetune_yaml(run):
-    """The run's finetune YAML; a relative path is relative to the workflow."""
-    return str(Path(workflow.basedir) / RUNS[run]["finetune_config"])
-
-
-def tokenizer(model):
-    return f"{hf_dir(model)}/tokenizer.model"
-
-
-def tiny_options(wildcards):
-    """make-tiny-model options (flag name -> value) from the model's `tiny:`."""
-    return MODELS[wildcards.model]["tiny"]
-
-
 def dataset_json(dataset):
     """Path of the alpaca JSON of `dataset`."""
     spec = DATASETS[dataset]
@@ -60,14 +57,6 @@ def dataset_json(dataset):
     if "tiny_model" in spec:
         return f"{hf_dir(spec['tiny_model'])}/alpaca_demo.json"
     return f"resources/data/{dataset}.json"
-
-
-def dataset_input(wildcards):
-    """Input of split_dataset: the alpaca file, or the tiny model folder holding it."""
-    spec = DATASETS[wildcards.dataset]
-    if "tiny_model" in spec:
-        return {"source": hf_dir(spec["tiny_model"])}
-    return {"source": dataset_json(wildcards.dataset)}
 
 
 def mindrecord(run, split):
@@ -84,6 +73,129 @@ def base_metrics(run):
     return f"results/eval_base/{r['model']}/{r['dataset']}_{r['seq_length']}.json"
 
 
+# ---- input and params functions: a job's settings from its wildcards
+
+
+def model_setting(key):
+    """Params function: `key` of the job's {model} in config.yaml's models."""
+
+    def get(wildcards):
+        return MODELS[wildcards.model][key]
+
+    return get
+
+
+def dataset_setting(key):
+    """Params function: `key` of the job's {dataset} in datasets (None if unset)."""
+
+    def get(wildcards):
+        return DATASETS[wildcards.dataset].get(key)
+
+    return get
+
+
+def run_setting(key):
+    """Params/threads/resources function: `key` of the job's {run} in runs."""
+
+    def get(wildcards):
+        return RUNS[wildcards.run][key]
+
+    return get
+
+
+def job_model(wildcards):
+    """The model a job works on: its {model}, or the model of its {run}."""
+    if "model" in wildcards.keys():
+        return wildcards.model
+    return RUNS[wildcards.run]["model"]
+
+
+def model_dir(wildcards):
+    """The job's model folder (HF weights, config.json, tokenizer.model)."""
+    return hf_dir(job_model(wildcards))
+
+
+def model_config(wildcards):
+    """The HF config.json of the job's model."""
+    return f"{model_dir(wildcards)}/config.json"
+
+
+def model_tokenizer(wildcards):
+    """The SentencePiece tokenizer.model of the job's model."""
+    return f"{model_dir(wildcards)}/tokenizer.model"
+
+
+def model_weights(wildcards):
+    """The job's model converted to a MindSpore checkpoint."""
+    return f"results/weights/{job_model(wildcards)}.ckpt"
+
+
+def weights_input(wildcards, input):
+    """Params function: the job's `weights` input (a checkpoint file)."""
+    return input.weights
+
+
+def tiny_options(wildcards):
+    """make-tiny-model options (TinySpec field -> value) from the model's `tiny:`."""
+    return MODELS[wildcards.model]["tiny"]
+
+
+def dataset_input(wildcards):
+    """Input of split_dataset: the alpaca file, or the tiny model folder holding it."""
+    spec = DATASETS[wildcards.dataset]
+    if "tiny_model" in spec:
+        return {"source": hf_dir(spec["tiny_model"])}
+    return {"source": dataset_json(wildcards.dataset)}
+
+
+def dataset_alpaca(wildcards):
+    """The alpaca JSON of the job's {dataset}."""
+    return dataset_json(wildcards.dataset)
+
+
+def run_finetune_yaml(wildcards):
+    """The run's finetune YAML; a relative path is relative to the workflow."""
+    return str(ROOT / RUNS[wildcards.run]["finetune_config"])
+
+
+def run_train_data(wildcards):
+    """The MindRecord the run trains on."""
+    return mindrecord(wildcards.run, "train")
+
+
+def run_eval_data(wildcards):
+    """The MindRecord the run is evaluated on."""
+    return mindrecord(wildcards.run, "eval")
+
+
+def run_train_alpaca(wildcards):
+    """The alpaca records the run trains on (before conversion)."""
+    return f"results/data/{RUNS[wildcards.run]['dataset']}/train/alpaca.json"
+
+
+def run_base_metrics(wildcards):
+    """The evaluation of the run's model before fine-tuning."""
+    return base_metrics(wildcards.run)
+
+
+def run_mpi(wildcards):
+    """`srun` for a run on several nodes (one msrun per node), else nothing."""
+    return "srun" if RUNS[wildcards.run]["nodes"] > 1 else ""
+
+
+# ---- targets
+
+
+def run_results(run):
+    """What a run computes: metrics before and after, checkpoint, samples."""
+    return [
+        base_metrics(run),
+        f"results/{run}/ckpt",
+        f"results/{run}/eval/metrics.json",
+        f"results/{run}/eval/samples.json",
+    ]
+
+
 def run_targets(run):
     """Everything a run produces: checkpoint, metrics, samples, report items."""
     return [
@@ -95,38 +207,11 @@ def run_targets(run):
     ]
 
 
-def run_benchmarks(run):
-    """The benchmark files of every stage that leads to a run's results."""
-    r = RUNS[run]
-    m, d, s = r["model"], r["dataset"], r["seq_length"]
-    files = []
-    if "tiny" in MODELS[m]:
-        files.append(f"benchmarks/make_tiny_model/{m}.tsv")
-    elif "repo_id" in MODELS[m]:
-        files.append(f"benchmarks/download_model/{m}.tsv")
-    if "url" in DATASETS[d]:
-        files.append(f"benchmarks/download_dataset/{d}.tsv")
-    files += [f"benchmarks/convert_weight/{m}.tsv", f"benchmarks/split_dataset/{d}.tsv"]
-    for split in ("train", "eval"):
-        files.append(f"benchmarks/alpaca_converter/{d}_{split}.tsv")
-        files.append(f"benchmarks/preprocess/{d}_{split}_{m}_{s}.tsv")
-    files.append(f"benchmarks/evaluate_base/{m}_{d}_{s}.tsv")
-    for stage in (
-        "resolve_config",
-        "finetune",
-        "merge",
-        "evaluate",
-        "generate_samples",
-    ):
-        files.append(f"benchmarks/{stage}/{run}.tsv")
-    return files
-
-
-def report_benchmarks():
-    """Benchmark files of the demo runs, each once."""
-    return list(
-        dict.fromkeys(f for run in config["demo_runs"] for f in run_benchmarks(run))
-    )
+def report_benchmarks(wildcards):
+    """Input function: the benchmark files of every job behind the demo runs'
+    results, each once, taken from the rules' own `benchmark:` directives."""
+    targets = [t for run in config["demo_runs"] for t in run_results(run)]
+    return upstream_benchmarks(workflow.rules, targets)
 
 
 def report_stats():

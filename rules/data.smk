@@ -9,8 +9,9 @@ rule download_dataset:
     benchmark:
         "benchmarks/download_dataset/{dataset}.tsv"
     params:
-        url=lambda w: DATASETS[w.dataset]["url"],
-        sha256=lambda w: DATASETS[w.dataset].get("sha256"),
+        url=dataset_setting("url"),
+        sha256=dataset_setting("sha256"),
+        code=code("download_dataset"),
     threads: 1
     conda:
         ENV
@@ -29,10 +30,10 @@ rule split_dataset:
     benchmark:
         "benchmarks/split_dataset/{dataset}.tsv"
     params:
-        alpaca=lambda w: dataset_json(w.dataset),
-        eval_records=lambda w: DATASETS[w.dataset]["eval_records"],
-        seed=lambda w: DATASETS[w.dataset]["seed"],
-        code=code("workflow/data.py"),
+        alpaca=dataset_alpaca,
+        eval_records=dataset_setting("eval_records"),
+        seed=dataset_setting("seed"),
+        code=code("split_dataset"),
     threads: 1
     conda:
         ENV
@@ -50,7 +51,7 @@ rule alpaca_converter:
     benchmark:
         "benchmarks/alpaca_converter/{dataset}_{split}.tsv"
     params:
-        code=code("data"),
+        code=code("alpaca_converter"),
     threads: 1
     conda:
         ENV
@@ -61,7 +62,7 @@ rule alpaca_converter:
 rule preprocess:
     input:
         data="results/data/{dataset}/{split}/conversation.json",
-        model=lambda w: hf_dir(w.model),
+        model=model_dir,
     output:
         mindrecord="results/data/{dataset}/{split}/{model}_{seq}.mindrecord",
         db="results/data/{dataset}/{split}/{model}_{seq}.mindrecord.db",
@@ -71,8 +72,8 @@ rule preprocess:
     benchmark:
         "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}.tsv"
     params:
-        tokenizer=lambda w: tokenizer(w.model),
-        code=code("data"),
+        tokenizer=model_tokenizer,
+        code=code("preprocess"),
     threads: config["preprocess_workers"]
     conda:
         ENV

@@ -4,7 +4,7 @@
 
 rule evaluate_base:
     input:
-        model=lambda w: hf_dir(w.model),
+        model=model_dir,
         weights="results/weights/{model}.ckpt",
         data="results/data/{dataset}/eval/{model}_{seq}.mindrecord",
     output:
@@ -14,9 +14,9 @@ rule evaluate_base:
     benchmark:
         "benchmarks/evaluate_base/{model}_{dataset}_{seq}.tsv"
     params:
-        config=lambda w: f"{hf_dir(w.model)}/config.json",
-        checkpoint=lambda w, input: input.weights,
-        code=code("models", "data/reader.py"),
+        config=model_config,
+        checkpoint=weights_input,
+        code=code("evaluate"),
     threads: 1
     conda:
         ENV
@@ -26,9 +26,9 @@ rule evaluate_base:
 
 rule evaluate:
     input:
-        model=lambda w: hf_dir(RUNS[w.run]["model"]),
+        model=model_dir,
         ckpt="results/{run}/ckpt",
-        data=lambda w: mindrecord(w.run, "eval"),
+        data=run_eval_data,
     output:
         "results/{run}/eval/metrics.json",
     log:
@@ -36,9 +36,9 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{run}.tsv"
     params:
-        config=lambda w: f"{hf_dir(RUNS[w.run]['model'])}/config.json",
+        config=model_config,
         checkpoint="results/{run}/ckpt/model.ckpt",
-        code=code("models", "data/reader.py"),
+        code=code("evaluate"),
     threads: 1
     conda:
         ENV
@@ -48,7 +48,7 @@ rule evaluate:
 
 rule generate_samples:
     input:
-        model=lambda w: hf_dir(RUNS[w.run]["model"]),
+        model=model_dir,
         ckpt="results/{run}/ckpt",
     output:
         "results/{run}/eval/samples.json",
@@ -57,10 +57,10 @@ rule generate_samples:
     benchmark:
         "benchmarks/generate_samples/{run}.tsv"
     params:
-        config=lambda w: f"{hf_dir(RUNS[w.run]['model'])}/config.json",
+        config=model_config,
         records=config["samples"]["records"],
         max_new_tokens=config["samples"]["max_new_tokens"],
-        code=code("models", "workflow/samples.py"),
+        code=code("generate_samples"),
     threads: 1
     conda:
         ENV

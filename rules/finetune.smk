@@ -3,7 +3,7 @@
 
 rule resolve_config:
     input:
-        lambda w: finetune_yaml(w.run),
+        run_finetune_yaml,
     output:
         report(
             "results/{run}/finetune.yaml",
@@ -16,9 +16,9 @@ rule resolve_config:
     benchmark:
         "benchmarks/resolve_config/{run}.tsv"
     params:
-        seq_length=lambda w: RUNS[w.run]["seq_length"],
-        overrides=lambda w: RUNS[w.run]["overrides"],
-        code=code("workflow/config.py"),
+        seq_length=run_setting("seq_length"),
+        overrides=run_setting("overrides"),
+        code=code("resolve_config"),
     threads: 1
     conda:
         ENV
@@ -29,8 +29,8 @@ rule resolve_config:
 rule finetune:
     input:
         config="results/{run}/finetune.yaml",
-        data=lambda w: mindrecord(w.run, "train"),
-        weights=lambda w: f"results/weights/{RUNS[w.run]['model']}.ckpt",
+        data=run_train_data,
+        weights=model_weights,
     output:
         directory("results/{run}/train"),
     log:
@@ -38,15 +38,15 @@ rule finetune:
     benchmark:
         "benchmarks/finetune/{run}.tsv"
     params:
-        workers=lambda w: RUNS[w.run]["workers"],
-        msrun_logs=lambda w: f"logs/finetune/{w.run}.msrun",
-        code=code("train", "models", "pet", "data/reader.py", "workflow/launch.py"),
-    threads: lambda w: RUNS[w.run]["workers"]
+        workers=run_setting("workers"),
+        msrun_logs="logs/finetune/{run}.msrun",
+        code=code("finetune"),
+    threads: run_setting("workers")
     resources:
-        nodes=lambda w: RUNS[w.run]["nodes"],
-        devices=lambda w: RUNS[w.run]["workers"],
-        tasks=lambda w: RUNS[w.run]["nodes"],
-        mpi=lambda w: "srun" if RUNS[w.run]["nodes"] > 1 else "",
+        nodes=run_setting("nodes"),
+        devices=run_setting("workers"),
+        tasks=run_setting("nodes"),
+        mpi=run_mpi,
     conda:
         ENV
     script:
@@ -57,10 +57,10 @@ rule merge:
     input:
         train="results/{run}/train",
         config="results/{run}/finetune.yaml",
-        weights=lambda w: f"results/weights/{RUNS[w.run]['model']}.ckpt",
-        model=lambda w: hf_dir(RUNS[w.run]["model"]),
-        train_data=lambda w: mindrecord(w.run, "train"),
-        alpaca=lambda w: f"results/data/{RUNS[w.run]['dataset']}/train/alpaca.json",
+        weights=model_weights,
+        model=model_dir,
+        train_data=run_train_data,
+        alpaca=run_train_alpaca,
     output:
         directory("results/{run}/ckpt"),
     log:
@@ -68,8 +68,8 @@ rule merge:
     benchmark:
         "benchmarks/merge/{run}.tsv"
     params:
-        tokenizer=lambda w: tokenizer(RUNS[w.run]["model"]),
-        code=code("pet", "train/config.py", "workflow/package.py"),
+        tokenizer=model_tokenizer,
+        code=code("merge"),
     threads: 1
     conda:
         ENV

@@ -16,7 +16,7 @@ rule plot_loss:
     benchmark:
         "benchmarks/plot_loss/{run}.tsv"
     params:
-        code=code("workflow/plots.py"),
+        code=code("plot_loss"),
     threads: 1
     conda:
         ENV
@@ -26,7 +26,7 @@ rule plot_loss:
 
 rule plot_eval:
     input:
-        base=lambda w: base_metrics(w.run),
+        base=run_base_metrics,
         tuned="results/{run}/eval/metrics.json",
         samples="results/{run}/eval/samples.json",
     output:
@@ -47,7 +47,7 @@ rule plot_eval:
     benchmark:
         "benchmarks/plot_eval/{run}.tsv"
     params:
-        code=code("workflow/plots.py"),
+        code=code("plot_eval"),
     threads: 1
     conda:
         ENV
@@ -69,7 +69,7 @@ rule data_stats:
     benchmark:
         "benchmarks/data_stats.tsv"
     params:
-        code=code("workflow/plots.py"),
+        code=code("data_stats"),
     threads: 1
     conda:
         ENV
@@ -79,7 +79,7 @@ rule data_stats:
 
 rule benchmarks:
     input:
-        report_benchmarks(),
+        report_benchmarks,
     output:
         table=report(
             "results/report/benchmarks.html",
@@ -96,7 +96,7 @@ rule benchmarks:
     benchmark:
         "benchmarks/benchmarks.tsv"
     params:
-        code=code("workflow/plots.py"),
+        code=code("benchmarks"),
     threads: 1
     conda:
         ENV
@@ -117,6 +117,7 @@ rule report_config:
         "benchmarks/report_config.tsv"
     params:
         config=config,
+        code=code("report_config"),
     threads: 1
     conda:
         ENV

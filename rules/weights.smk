@@ -10,7 +10,7 @@ rule make_tiny_model:
         "benchmarks/make_tiny_model/{model}.tsv"
     params:
         options=tiny_options,
-        code=code("tiny.py"),
+        code=code("make_tiny_model"),
     threads: 1
     conda:
         ENV
@@ -26,8 +26,9 @@ rule download_model:
     benchmark:
         "benchmarks/download_model/{model}.tsv"
     params:
-        repo_id=lambda w: MODELS[w.model]["repo_id"],
-        revision=lambda w: MODELS[w.model]["revision"],
+        repo_id=model_setting("repo_id"),
+        revision=model_setting("revision"),
+        code=code("download_model"),
     threads: 1
     conda:
         ENV
@@ -37,7 +38,7 @@ rule download_model:
 
 rule convert_weight:
     input:
-        hf=lambda w: hf_dir(w.model),
+        hf=model_dir,
     output:
         ckpt="results/weights/{model}.ckpt",
         config="results/weights/{model}.ckpt.config.json",
@@ -46,8 +47,8 @@ rule convert_weight:
     benchmark:
         "benchmarks/convert_weight/{model}.tsv"
     params:
-        dtype=lambda w: MODELS[w.model]["dtype"],
-        code=code("convert"),
+        dtype=model_setting("dtype"),
+        code=code("convert_weight"),
     threads: 1
     conda:
         ENV

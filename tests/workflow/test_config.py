@@ -5,8 +5,6 @@ import subprocess
 
 import pytest
 
-from tests.workflow.conftest import BIN, ROOT, planned_jobs, snakemake, write_config
-
 PRODUCTION = ["results/lora_llama2_7b/ckpt", "results/finetune_llama2_7b/ckpt"]
 # STYLE.md's directive order (input, output, log, benchmark, params, threads,
 # resources, conda, then the action), spelled out for snakefmt.
@@ -17,7 +15,7 @@ DIRECTIVE_ORDER = (
 )
 
 
-def test_a_misspelt_key_is_named_in_one_line(tmp_path):
+def test_a_misspelt_key_is_named_in_one_line(tmp_path, write_config, snakemake):
     write_config(
         tmp_path, lambda c: c["runs"]["tiny_lora"].update(modle=c["runs"]["tiny_lora"].pop("model"))
     )
@@ -29,7 +27,7 @@ def test_a_misspelt_key_is_named_in_one_line(tmp_path):
     )
 
 
-def test_a_wrong_type_names_the_key(tmp_path):
+def test_a_wrong_type_names_the_key(tmp_path, write_config, snakemake):
     write_config(tmp_path, lambda c: c["runs"]["tiny_full"].update(seq_length="long"))
     result = snakemake(tmp_path, "-n", check=False)
     assert (
@@ -38,13 +36,15 @@ def test_a_wrong_type_names_the_key(tmp_path):
     )
 
 
-def test_a_run_naming_an_unknown_model_is_refused(tmp_path):
+def test_a_run_naming_an_unknown_model_is_refused(tmp_path, write_config, snakemake):
     write_config(tmp_path, lambda c: c["runs"]["tiny_lora"].update(model="llama3"))
     result = snakemake(tmp_path, "-n", check=False)
     assert "config: runs.tiny_lora.model: 'llama3' is not defined" in result.stdout + result.stderr
 
 
-def test_production_targets_dry_run_plans_the_whole_dag_offline(tmp_path):
+def test_production_targets_dry_run_plans_the_whole_dag_offline(
+    tmp_path, write_config, snakemake, planned_jobs
+):
     write_config(tmp_path)
     jobs = planned_jobs(tmp_path, *PRODUCTION)
     assert jobs == {
@@ -64,34 +64,34 @@ def test_production_targets_dry_run_plans_the_whole_dag_offline(tmp_path):
     assert not (tmp_path / "resources").exists()
 
 
-def test_the_production_finetune_asks_for_8_devices_on_one_node(tmp_path):
+def test_the_production_finetune_asks_for_8_devices_on_one_node(tmp_path, write_config, snakemake):
     write_config(tmp_path)
     out = snakemake(tmp_path, "-n", "-p", PRODUCTION[0]).stdout
     block = out[out.index("rule finetune:") :].split("\n\n")[0]
     assert "nodes=1" in block and "devices=8" in block
 
 
-def test_lint_is_clean(tmp_path):
+def test_lint_is_clean(tmp_path, write_config, snakemake):
     write_config(tmp_path)
     result = snakemake(tmp_path, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
-def test_snakefmt_is_clean():
+def test_snakefmt_is_clean(repo, venv_bin):
     cmd = [
-        str(BIN / "snakefmt"),
+        str(venv_bin / "snakefmt"),
         "--check",
         "-o",
         DIRECTIVE_ORDER,
-        str(ROOT / "Snakefile"),
-        str(ROOT / "rules"),
+        str(repo / "Snakefile"),
+        str(repo / "rules"),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("target", ["results/tiny_lora/ckpt", "results/tiny_full/ckpt"])
-def test_demo_runs_start_from_the_tiny_model(tmp_path, target):
+def test_demo_runs_start_from_the_tiny_model(tmp_path, target, write_config, planned_jobs):
     write_config(tmp_path)
     jobs = planned_jobs(tmp_path, target)
     assert jobs["make_tiny_model"] == 1 and "download_model" not in jobs

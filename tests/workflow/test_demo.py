@@ -12,9 +12,6 @@ import zipfile
 import pytest
 import yaml
 
-from tests.workflow import slurm
-from tests.workflow.conftest import planned_jobs, snakemake, write_config
-
 RUNS = ("tiny_lora", "tiny_full")
 
 
@@ -30,7 +27,7 @@ def sha256(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, write_config, snakemake):
     """A working directory where `snakemake --cores 2` (no target) has run."""
     workdir = tmp_path_factory.mktemp("demo")
     write_config(workdir, one_epoch)
@@ -88,12 +85,12 @@ def test_manifest_holds_the_sha256_of_every_input_and_output(demo):
 
 
 @pytest.mark.slow
-def test_a_rerun_has_nothing_to_do(demo):
+def test_a_rerun_has_nothing_to_do(demo, planned_jobs):
     assert planned_jobs(demo) == {}
 
 
 @pytest.mark.slow
-def test_a_parameter_change_reruns_only_that_run_downstream(demo):
+def test_a_parameter_change_reruns_only_that_run_downstream(demo, write_config, planned_jobs):
     def lower_lr(config):
         one_epoch(config)
         config["runs"]["tiny_lora"]["overrides"]["optimizer.learning_rate"] = 1.0e-3
@@ -118,7 +115,7 @@ def test_a_parameter_change_reruns_only_that_run_downstream(demo):
 
 
 @pytest.mark.slow
-def test_a_changed_eval_split_reruns_only_evaluation(demo):
+def test_a_changed_eval_split_reruns_only_evaluation(demo, planned_jobs):
     source = demo / "results/data/tiny_alpaca/eval/alpaca.json"
     before, text = source.stat(), source.read_text()
     try:
@@ -141,7 +138,7 @@ def test_a_changed_eval_split_reruns_only_evaluation(demo):
 
 
 @pytest.mark.slow
-def test_the_report_holds_the_loss_plots_per_run(demo):
+def test_the_report_holds_the_loss_plots_per_run(demo, snakemake):
     snakemake(demo, "--report", "report.zip")
     with zipfile.ZipFile(demo / "report.zip") as zf:
         names = [n.rsplit("/", 1)[-1] for n in zf.namelist()]
@@ -154,37 +151,35 @@ def test_the_report_holds_the_loss_plots_per_run(demo):
 
 
 @pytest.mark.slow
-def test_the_slurm_profile_gives_the_same_checkpoint_as_the_local_run(demo, tmp_path):
-    why = slurm.unavailable()
-    if why:
-        pytest.skip(why)
+def test_the_slurm_profile_gives_the_same_checkpoint_as_the_local_run(
+    demo, tmp_path, write_config, snakemake, local_slurm
+):
     # the same config, the upstream files of the local run copied over, so that
     # SLURM runs the training half of the DAG: resolve, finetune, merge, evaluate
     write_config(tmp_path, one_epoch)
     for sub in ("resources", "results/weights", "results/data", "results/eval_base"):
         shutil.copytree(demo / sub, tmp_path / sub)
     targets = ["results/tiny_lora/ckpt", "results/tiny_lora/eval/metrics.json"]
-    mem_mb = min(4000, slurm.node_memory_mb() // 2)  # the profile's sizes may not fit here
-    with slurm.local_slurm(tmp_path / "slurm") as env:
-        result = snakemake(
-            tmp_path,
-            *targets,
-            "--profile",
-            str(slurm.PROFILE),
-            "--jobs",
-            "2",
-            "--slurm-init-seconds-before-status-checks",
-            "5",
-            "--set-resources",
-            f"finetune:mem_mb={mem_mb}",
-            "--default-resources",
-            f"mem_mb={mem_mb}",
-            "runtime=30",
-            extra_env=env,
-        )
+    mem_mb = min(4000, local_slurm.memory_mb // 2)  # the profile's sizes may not fit here
+    result = snakemake(
+        tmp_path,
+        *targets,
+        "--profile",
+        str(local_slurm.profile),
+        "--jobs",
+        "2",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--set-resources",
+        f"finetune:mem_mb={mem_mb}",
+        "--default-resources",
+        f"mem_mb={mem_mb}",
+        "runtime=30",
+        extra_env=local_slurm.env,
+    )
     assert "has been submitted with SLURM jobid" in result.stdout + result.stderr
     log = (tmp_path / "logs/finetune/tiny_lora.log").read_text()
-    assert f"--master_addr={slurm.hostname()}" in log and "--node_rank=0" in log
+    assert f"--master_addr={local_slurm.host}" in log and "--node_rank=0" in log
     ours = json.loads((tmp_path / "results/tiny_lora/ckpt/manifest.json").read_text())
     theirs = json.loads((demo / "results/tiny_lora/ckpt/manifest.json").read_text())
     assert ours["inputs"] == theirs["inputs"]

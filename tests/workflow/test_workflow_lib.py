@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -12,20 +14,21 @@ from mindsft.workflow.data import split_alpaca
 from mindsft.workflow.launch import node_argv
 from mindsft.workflow.provenance import write_manifest
 
-from tests.workflow import slurm
-from tests.workflow.conftest import ROOT
 
-TINY_LORA = ROOT / "config" / "finetune" / "tiny_lora.yaml"
+@pytest.fixture
+def tiny_lora(repo):
+    """The demo's LoRA finetune YAML."""
+    return repo / "config" / "finetune" / "tiny_lora.yaml"
 
 
-def test_resolved_yaml_takes_the_runs_seq_length_and_overrides():
+def test_resolved_yaml_takes_the_runs_seq_length_and_overrides(tiny_lora):
     tree = resolve_finetune_yaml(
-        TINY_LORA, 256, {"runner_config.epochs": 1, "optimizer.learning_rate": 1e-3}
+        tiny_lora, 256, {"runner_config.epochs": 1, "optimizer.learning_rate": 1e-3}
     )
     assert tree["model"]["model_config"]["seq_length"] == 256
     assert tree["runner_config"]["epochs"] == 1
     assert tree["optimizer"]["learning_rate"] == 1e-3
-    assert yaml.safe_load(TINY_LORA.read_text())["runner_config"]["epochs"] != 1  # source kept
+    assert yaml.safe_load(tiny_lora.read_text())["runner_config"]["epochs"] != 1  # source kept
 
 
 @pytest.mark.parametrize(
@@ -35,9 +38,9 @@ def test_resolved_yaml_takes_the_runs_seq_length_and_overrides():
         ("runer_config.epochs", "'runer_config' is not a section"),
     ],
 )
-def test_an_override_of_a_key_that_is_not_there_is_an_error_naming_it(key, named):
+def test_an_override_of_a_key_that_is_not_there_is_an_error_naming_it(tiny_lora, key, named):
     with pytest.raises(MindsftError, match=named):
-        resolve_finetune_yaml(TINY_LORA, 64, {key: 1})
+        resolve_finetune_yaml(tiny_lora, 64, {key: 1})
 
 
 def test_split_holds_out_a_seeded_disjoint_part_in_source_order(tmp_path):
@@ -64,12 +67,9 @@ def test_split_refuses_to_hold_out_everything(tmp_path):
     assert not (tmp_path / "t.json").exists()
 
 
-def test_each_node_of_a_slurm_allocation_gets_its_rank_and_the_first_host(monkeypatch, tmp_path):
-    if slurm.unavailable():
-        pytest.skip(slurm.unavailable())
-    slurm.install()  # scontrol expands the node list; it reads a slurm.conf to do so
-    (tmp_path / "slurm.conf").write_text(slurm.slurm_conf(tmp_path))
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+def test_each_node_of_a_slurm_allocation_gets_its_rank_and_the_first_host(monkeypatch, slurm_conf):
+    # scontrol expands the node list; it reads a slurm.conf to do so
+    monkeypatch.setenv("SLURM_CONF", str(slurm_conf))
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_NODEID", "2")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "npu[07-10]")
@@ -124,3 +124,25 @@ def test_manifest_names_every_input_with_its_sha256(tmp_path):
     assert (
         tmp_path / "manifest.json"
     ).read_text() == first  # no timestamps: same inputs, same file
+
+
+LOG_TO_SCRIPT = """
+import sys
+from mindsft.errors import MindsftError
+from mindsft.workflow.logs import log_to
+
+with log_to(sys.argv[1]):
+    print("working")
+    raise MindsftError("data.json: not valid JSON")
+print("not reached")
+"""
+
+
+def test_a_mindsft_error_in_a_script_is_one_line_in_its_log_and_exit_2(tmp_path):
+    log = tmp_path / "rule.log"
+    done = subprocess.run(
+        [sys.executable, "-c", LOG_TO_SCRIPT, str(log)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout == done.stderr == ""
+    assert log.read_text() == "working\nmindsft: error: data.json: not valid JSON\n"

@@ -1,24 +1,10 @@
 """Rule convert_weight: HF weights -> MindSpore checkpoint with MindFormers' names."""
 
-import sys
-
-from mindsft.cli import main
+from mindsft.convert.llama import convert_hf_to_ms
 from mindsft.workflow.logs import log_to
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with log_to(smk.log[0]):
-    rc = main(
-        [
-            "convert-weight",
-            "--model",
-            "llama",
-            "--input_path",
-            smk.input.hf,
-            "--output_path",
-            smk.output.ckpt,
-            "--dtype",
-            smk.params.dtype,
-        ]
-    )
-sys.exit(rc)
+    summary = convert_hf_to_ms(smk.input.hf, smk.output.ckpt, smk.params.dtype)
+    print(f"wrote {summary['tensors']} tensors to {smk.output.ckpt}")

@@ -1,13 +1,9 @@
 """Rule make_tiny_model: the offline demo's HF-format Llama, tokenizer and data."""
 
-import sys
-
-from mindsft.cli import main
+from mindsft.tiny import make_tiny_model
 from mindsft.workflow.logs import log_to
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
-options = [f"--{k}={v}" for k, v in sorted(smk.params.options.items())]
 with log_to(smk.log[0]):
-    rc = main(["make-tiny-model", "--output_dir", smk.output[0], *options])
-sys.exit(rc)
+    print(f"wrote {make_tiny_model(smk.output[0], **smk.params.options)}")

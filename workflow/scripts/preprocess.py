@@ -2,29 +2,18 @@
 
 Guarded by __main__: the worker processes (spawn) re-import this file."""
 
-import sys
-
-from mindsft.cli import main
+from mindsft.data.preprocess import preprocess
 from mindsft.workflow.logs import log_to
 
 if __name__ == "__main__":
     smk = snakemake  # noqa: F821 (injected by Snakemake)
     with log_to(smk.log[0]):
-        rc = main(
-            [
-                "preprocess",
-                "--dataset_type",
-                "qa",
-                "--input_glob",
-                smk.input.data,
-                "--model_file",
-                smk.params.tokenizer,
-                "--seq_length",
-                smk.wildcards.seq,
-                "--output_file",
-                smk.output.mindrecord,
-                "--workers",
-                str(smk.threads),
-            ]
+        stats = preprocess(
+            "qa",
+            smk.input.data,
+            smk.params.tokenizer,
+            int(smk.wildcards.seq),
+            smk.output.mindrecord,
+            smk.threads,
         )
-    sys.exit(rc)
+        print(f"wrote {stats.rows} rows to {smk.output.mindrecord}")

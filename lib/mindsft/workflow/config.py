@@ -8,6 +8,7 @@ import yaml
 
 from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
+from mindsft.files import read_yaml
 
 
 def check_config(config: dict, root) -> None:
@@ -56,14 +57,8 @@ def set_dotted(tree: dict, dotted: str, value, *, source: str) -> None:
 
 def resolve_finetune_yaml(src, seq_length: int, overrides: dict) -> dict:
     """The finetune YAML `src` with the run's seq_length and overrides applied."""
-    src = Path(src)
-    try:
-        tree = yaml.safe_load(src.read_text())
-    except yaml.YAMLError as exc:
-        raise MindsftError(f"{src}: not valid YAML: {exc}".replace("\n", " ")) from exc
-    if not isinstance(tree, dict) or not isinstance(
-        tree.get("model", {}).get("model_config"), dict
-    ):
+    tree = read_yaml(src)
+    if not isinstance(tree.get("model", {}).get("model_config"), dict):
         raise MindsftError(f"{src}: no model.model_config section")
     tree = copy.deepcopy(tree)
     tree["model"]["model_config"]["seq_length"] = seq_length
@@ -93,7 +88,7 @@ def schema_error(config: dict, schema_path) -> str:
     jsonschema's errors), or '' when the config is valid."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = read_yaml(schema_path)
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema).iter_errors(config)
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
-from mindsft.workflow.provenance import file_sha256
+from mindsft.files import file_sha256, read_json
 
 
 def fetch_url(url: str, out, sha256: "str | None" = None, timeout: float = 60.0) -> None:
@@ -27,13 +27,7 @@ def fetch_url(url: str, out, sha256: "str | None" = None, timeout: float = 60.0)
 def split_alpaca(src, train_out, eval_out, eval_records: int, seed: int = 0) -> dict:
     """Hold out `eval_records` records of an alpaca JSON list, chosen by a seeded
     shuffle; both parts keep the source order. Returns the counts."""
-    src = Path(src)
-    try:
-        records = json.loads(src.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MindsftError(f"{src}: not valid JSON ({exc})") from exc
-    if not isinstance(records, list):
-        raise MindsftError(f"{src}: expected a JSON list of records, got {type(records).__name__}")
+    records = read_json(src, expect=list)
     if eval_records >= len(records):
         raise MindsftError(
             f"{src}: eval_records={eval_records} leaves nothing to train on ({len(records)} "

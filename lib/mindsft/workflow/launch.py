@@ -6,6 +6,7 @@ workstation the master is 127.0.0.1 with a free port.
 `python -m mindsft.workflow.launch -- ARGS` is the per-node entry point that
 `srun` starts once on each node of a multi-node allocation."""
 
+import argparse
 import os
 import shutil
 import socket
@@ -59,23 +60,42 @@ def node_argv(task: list, *, workers: int, nodes: int) -> list:
     ]
 
 
-def run_node(task: list, *, workers: int, nodes: int) -> int:
-    """Run this node's msrun (through `mindsft finetune`) and return its exit code."""
-    from mindsft.cli import main
+def finetune(argv: list) -> None:
+    """`mindsft finetune ARGV` in this process, parsed by the finetune command's own
+    parser (mindsft.train.cli); a failure raises MindsftError."""
+    from mindsft.train import cli
 
+    parser = argparse.ArgumentParser(prog="mindsft")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    if rc := args.func(args):
+        raise MindsftError(f"exited with {rc}")
+
+
+def run_node(task: list, *, workers: int, nodes: int) -> None:
+    """Run this node's msrun (through `mindsft finetune`)."""
     argv = node_argv(task, workers=workers, nodes=nodes)
     print("+ mindsft", " ".join(argv), flush=True)
-    return main(argv)
+    finetune(argv)
+
+
+def train(task: list, *, workers: int, nodes: int) -> None:
+    """Run `mindsft finetune` in this process, under msrun on this node, or under
+    one msrun per node of a SLURM allocation (srun)."""
+    if workers * nodes == 1:
+        finetune(task)
+    elif nodes == 1:
+        run_node(task, workers=workers, nodes=1)
+    elif (rc := srun_nodes(task, workers=workers, nodes=nodes)) != 0:
+        raise MindsftError(f"srun exited with {rc}")
 
 
 def run_finetune(
     *, config, train_data, weights, output_dir, workers: int, nodes: int, log_dir
 ) -> None:
     """Train into a temporary sibling of `output_dir` and rename it into place
-    when every worker has finished, so the folder is whole or absent. On failure
-    msrun's worker logs are kept in `log_dir`."""
-    from mindsft.cli import main
-
+    when every worker has finished, so the folder is whole or absent. msrun's
+    worker logs are kept in `log_dir`."""
     with atomic_output(output_dir) as tmp:
         task = [
             "finetune",
@@ -89,18 +109,14 @@ def run_finetune(
             str(tmp),
         ]
         try:
-            if workers * nodes == 1:
-                rc = main(task)
-            elif nodes == 1:
-                rc = run_node(task, workers=workers, nodes=1)
-            else:
-                rc = srun_nodes(task, workers=workers, nodes=nodes)
+            train(task, workers=workers, nodes=nodes)
+        except MindsftError as exc:
+            kept = f" (msrun logs kept in {log_dir})" if (tmp / "msrun_log").is_dir() else ""
+            raise MindsftError(f"finetune: {exc}{kept}") from None
         finally:
             if (tmp / "msrun_log").is_dir():
                 shutil.rmtree(log_dir, ignore_errors=True)
                 shutil.copytree(tmp / "msrun_log", log_dir)
-        if rc != 0:
-            raise MindsftError(f"finetune: exited with {rc}; worker logs are in {log_dir}")
 
 
 def srun_nodes(task: list, *, workers: int, nodes: int) -> int:
@@ -124,4 +140,8 @@ def srun_nodes(task: list, *, workers: int, nodes: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_node(sys.argv[3:], workers=int(sys.argv[1]), nodes=int(sys.argv[2])))
+    try:
+        run_node(sys.argv[3:], workers=int(sys.argv[1]), nodes=int(sys.argv[2]))
+    except MindsftError as exc:
+        print(f"mindsft finetune: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -12,11 +12,12 @@ import matplotlib.pyplot as plt
 
 from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
+from mindsft.files import read_json, read_text
 
 
 def read_jsonl(path) -> list:
     """Records of a JSON-lines file; an empty file is an error naming it."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
     if not rows:
         raise MindsftError(f"{path}: no records")
     return rows
@@ -64,7 +65,7 @@ def plot_loss(loss_jsonl, out, title: str) -> None:
 
 def plot_eval(base_json, tuned_json, out, title: str) -> None:
     """Eval loss before and after fine-tuning, perplexity written on the bars."""
-    metrics = [json.loads(Path(p).read_text()) for p in (base_json, tuned_json)]
+    metrics = [read_json(p) for p in (base_json, tuned_json)]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     bars = ax.bar(
         ["base", "fine-tuned"], [m["loss"] for m in metrics], color=["tab:gray", "tab:blue"]
@@ -83,7 +84,7 @@ def plot_eval(base_json, tuned_json, out, title: str) -> None:
 
 def samples_html(samples_json, out, title: str) -> None:
     """The sample records and the fine-tuned model's greedy answers."""
-    samples = json.loads(Path(samples_json).read_text())
+    samples = read_json(samples_json, expect=list)
     body = "".join(
         f"<h4>{html.escape(s['instruction'])}</h4>"
         + (f"<p><i>input:</i> {html.escape(s['input'])}</p>" if s.get("input") else "")
@@ -95,7 +96,7 @@ def samples_html(samples_json, out, title: str) -> None:
 
 def stats_html(stats_files: list, out) -> None:
     """One row per MindRecord: rows, tokens, trained tokens, truncated, masked."""
-    stats = [(p, json.loads(Path(p).read_text())) for p in stats_files]
+    stats = [(p, read_json(p)) for p in stats_files]
     keys = list(dict.fromkeys(k for _, s in stats for k in s if not isinstance(s[k], dict)))
     rows = [
         [

@@ -1,6 +1,9 @@
 """sha256 of inputs and of the code, so two results can be told apart without
-rerunning: `manifest.json` in every results/{run}/ckpt/."""
+rerunning: `manifest.json` in every results/{run}/ckpt/, and the code a rule runs
+(its script and the mindsft modules that script imports), which the rules carry as
+a param so that a rule reruns exactly when its code changes."""
 
+import ast
 import hashlib
 import json
 import subprocess
@@ -8,18 +11,11 @@ from pathlib import Path
 
 import mindsft
 from mindsft.atomic import atomic_output
+from mindsft.errors import MindsftError
+from mindsft.files import file_sha256
 
 LIB = Path(mindsft.__file__).resolve().parent
-CHUNK = 1 << 20
-
-
-def file_sha256(path) -> str:
-    """sha256 of one file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+PACKAGE = LIB.name
 
 
 def tree_sha256(folder) -> dict:
@@ -32,18 +28,93 @@ def tree_sha256(folder) -> dict:
     }
 
 
-def source_sha256(*subpackages: str) -> str:
-    """One sha256 over the Python sources of mindsft subpackages (all of mindsft
-    when none is named): it changes exactly when that code changes, so a rule
-    carrying it as a param reruns when its stage's code does."""
+def _sources_sha256(files) -> str:
+    """One sha256 over the name and bytes of each file: names relative to the
+    package (the file name outside it), so the checkout's location does not count."""
     digest = hashlib.sha256()
-    roots = [LIB / s for s in subpackages] or [LIB]
-    for root in roots:
-        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        for path in files:
-            digest.update(str(path.relative_to(LIB)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+    for path in files:
+        name = path.relative_to(LIB) if path.is_relative_to(LIB) else path.name
+        digest.update(str(name).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def source_sha256() -> str:
+    """One sha256 over every Python source of mindsft."""
+    return _sources_sha256(sorted(LIB.rglob("*.py")))
+
+
+def module_file(name: str) -> "Path | None":
+    """The source file of the mindsft module `name` (dotted), None for other names."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = LIB.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _package_of(path: Path) -> "str | None":
+    """Dotted package a mindsft source file belongs to (what `from . import` means)."""
+    if not path.is_relative_to(LIB):
+        return None
+    return ".".join((PACKAGE, *path.relative_to(LIB).parent.parts))
+
+
+def _imports(tree: ast.AST, package: "str | None"):
+    """(module, must_exist, line) for each name an import statement in `tree`
+    brings in: `import a.b` must find a.b; `from a import b` must find a, and
+    b may be a module or a name inside a."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, True, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                if package is None:
+                    continue
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, base] if base else up)
+            yield base, True, node.lineno
+            for alias in node.names:
+                yield f"{base}.{alias.name}", False, node.lineno
+
+
+def imported_modules(path) -> set:
+    """The mindsft modules (and their parent packages) that the Python file `path`
+    imports anywhere in it, function bodies included. An import of a mindsft
+    module that does not exist is an error naming the file and line."""
+    path = Path(path).resolve()
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    names = set()
+    for name, must_exist, line in _imports(tree, _package_of(path)):
+        if module_file(name) is not None:
+            names.add(name)
+        elif must_exist and name.split(".")[0] == PACKAGE:
+            raise MindsftError(f"{path}:{line}: imports {name}, which is not a mindsft module")
+    return {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
+
+
+def code_files(script) -> list:
+    """`script` and every mindsft source file it imports, transitively, sorted."""
+    script = Path(script).resolve()
+    seen, todo = {script}, [script]
+    while todo:
+        for name in imported_modules(todo.pop()):
+            path = module_file(name)
+            if path not in seen:
+                seen.add(path)
+                todo.append(path)
+    return sorted(seen)
+
+
+def code_sha256(script) -> str:
+    """One sha256 over `script` and the mindsft code it imports (code_files): it
+    changes when that code changes and not when other modules do."""
+    return _sources_sha256(code_files(script))
 
 
 def git_state(root) -> dict:
