@@ -89,6 +89,7 @@ def test_the_code_hash_does_not_depend_on_where_the_checkout_is(fake_lib, tmp_pa
         ),
         ("split_dataset", ["workflow/data.py", "files.py"], ["data/preprocess.py", "models"]),
         ("plot_loss", ["workflow/plots.py"], ["models", "train", "data"]),
+        ("evaluate", ["models/llama.py", "data/reader.py"], ["data/preprocess.py"]),
     ],
 )
 def test_a_rules_code_holds_what_its_script_runs_and_not_the_rest(repo, script, runs, not_runs):

@@ -11,8 +11,8 @@ def package_run(*, run, train_dir, config, base_checkpoint, tokenizer, out_dir, 
     """Write results/{run}/ckpt whole: model.ckpt (LoRA merged into the base, or
     rank 0's weights of a full run, checked equal on every rank), finetune.yaml,
     tokenizer.model and manifest.json (sha256 of every input and output)."""
-    from mindsft.pet.merge_ckpt import merge_lora_checkpoint
     from mindsft.train.config import load_finetune_config
+    from mindsft.train.merge import merge_lora_checkpoint
 
     cfg = load_finetune_config(config)
     with atomic_output(out_dir) as tmp:
