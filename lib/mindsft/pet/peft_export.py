@@ -1,0 +1,140 @@
+"""`mindsft export-adapter`: a mindsft LoRA checkpoint -> a PEFT adapter folder
+(adapter_model.safetensors + adapter_config.json) that PeftModel, transformers
+and vLLM load. Only the LoRA matrices go in, copied bit for bit."""
+
+import json
+import re
+from pathlib import Path
+
+from mindsft.atomic import atomic_output
+from mindsft.convert import raw
+from mindsft.convert.ckpt import scan_ckpt
+from mindsft.convert.safetensors_io import write_safetensors
+from mindsft.errors import MindsftError
+from mindsft.files import read_yaml
+from mindsft.models.config import LlamaConfig
+from mindsft.pet import peft
+from mindsft.pet.config import LORA_A, LORA_B, LoraConfig, is_lora_param
+
+MODEL_PREFIXES = ("model.", "lm_head.")  # a Llama checkpoint's weights, not optimizer state
+
+
+def read_lora_yaml(path) -> tuple:
+    """(LlamaConfig, LoraConfig) of a finetune YAML; a YAML without pet_config is an error."""
+    model_config = (read_yaml(path).get("model") or {}).get("model_config")
+    if not isinstance(model_config, dict):
+        raise MindsftError(f"{path}: model.model_config is missing")
+    pet = model_config.get("pet_config")
+    if not pet:
+        raise MindsftError(f"{path}: model.model_config.pet_config is missing (not a LoRA config)")
+    try:
+        lora = LoraConfig.from_pet_config(pet)
+    except MindsftError as exc:
+        raise MindsftError(f"{path}: {exc}") from None
+    config = LlamaConfig.from_mindformers(model_config, where=f"{path}: model.model_config")
+    return config, lora
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint file, or the newest `*.ckpt` of rank 0 in a run folder
+    (`OUT/checkpoint/rank_0/`, or `OUT/train/checkpoint/rank_0/`)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for folder in (path / "checkpoint" / "rank_0", path / "train" / "checkpoint" / "rank_0"):
+        found = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        if found:
+            return found[-1]
+    raise MindsftError(f"{path}: no checkpoint file, and no checkpoint/rank_0/*.ckpt under it")
+
+
+def lora_tensors(ckpt: Path) -> dict:
+    """{module path: {LORA_A: FileTensor, LORA_B: FileTensor}} of a checkpoint's LoRA
+    matrices (training state and base weights left out); a lone A or B is an error."""
+    modules = {}
+    for t in scan_ckpt(ckpt):
+        if t.name.startswith(MODEL_PREFIXES) and is_lora_param(t.name):
+            module, _, matrix = t.name.rpartition(".")
+            modules.setdefault(module, {})[matrix] = t
+    if not modules:
+        raise MindsftError(f"{ckpt}: holds no LoRA matrices ({LORA_A}/{LORA_B})")
+    for module, pair in modules.items():
+        for matrix in (LORA_A, LORA_B):
+            if matrix not in pair:
+                raise MindsftError(f"{ckpt}: {module} has no {matrix} beside its other matrix")
+        if pair[LORA_A].dtype not in raw.FLOATS or pair[LORA_B].dtype not in raw.FLOATS:
+            raise MindsftError(f"{ckpt}: {module}'s LoRA matrices are not floating point")
+    return modules
+
+
+def check_against_config(modules: dict, config, lora, ckpt, source) -> list:
+    """The checkpoint's LoRA modules must be those `lora.target_modules` selects in a
+    Llama of `config`, of rank `lora.lora_rank` and shaped for it; returns them in order."""
+    linear = peft.linear_modules(config)
+    selected = peft.select_mindformers(lora.target_modules, linear)
+    if not selected:
+        shown = sorted({re.sub(r"\.\d+\.", ".N.", m) for m in linear})
+        raise MindsftError(
+            f"{source}: pet_config.target_modules {lora.target_modules!r} matches no module "
+            f"of the model; modules: {shown}"
+        )
+    unknown = sorted(set(modules) - set(linear))
+    if unknown:
+        raise MindsftError(f"{ckpt}: LoRA on {unknown[0]}, which a Llama of {source} lacks")
+    extra = sorted(set(modules) - set(selected))
+    missing = sorted(set(selected) - set(modules))
+    if extra or missing:
+        what = f"has LoRA on {extra[0]}, which" if extra else f"has no LoRA on {missing[0]}, which"
+        raise MindsftError(
+            f"{ckpt}: {what} {source}'s pet_config.target_modules {lora.target_modules!r} "
+            + ("does not select" if extra else "selects")
+        )
+    for module in selected:
+        out_in = linear[module][1]
+        a, b = modules[module][LORA_A], modules[module][LORA_B]
+        want = ((lora.lora_rank, out_in[1]), (out_in[0], lora.lora_rank))
+        if (tuple(a.shape), tuple(b.shape)) != want:
+            raise MindsftError(
+                f"{ckpt}: {module} has A {list(a.shape)} and B {list(b.shape)}; {source} "
+                f"(lora_rank {lora.lora_rank}) needs A {list(want[0])} and B {list(want[1])}"
+            )
+    return selected
+
+
+def write_adapter(output_dir, tensors: list, config: dict) -> None:
+    """Write the adapter folder atomically: it appears whole or not at all. An
+    existing folder is replaced only if it is an adapter folder itself."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not (output_dir / peft.CONFIG).is_file():
+        if not output_dir.is_dir() or any(output_dir.iterdir()):
+            raise MindsftError(
+                f"{output_dir}: exists and is not an adapter folder; not replacing it"
+            )
+    try:
+        with atomic_output(output_dir) as tmp:
+            tmp.mkdir()
+            write_safetensors(tmp / peft.WEIGHTS, tensors, metadata={"format": "pt"})
+            (tmp / peft.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise MindsftError(f"{output_dir}: cannot write ({exc.strerror})") from None
+
+
+def export_adapter(config_path, lora_checkpoint, output_dir, base_model_name_or_path=None) -> dict:
+    """Write the LoRA matrices of `lora_checkpoint` (a file or a run folder) as a PEFT
+    adapter in `output_dir`, after checking them against the YAML's pet_config.
+    Returns the adapter_config written."""
+    config, lora = read_lora_yaml(config_path)
+    ckpt = find_checkpoint(lora_checkpoint)
+    modules = lora_tensors(ckpt)
+    selected = check_against_config(modules, config, lora, ckpt, config_path)
+    tensors = [
+        raw.CastTensor(modules[m][matrix], peft.peft_key(m, matrix), modules[m][matrix].dtype)
+        for m in selected
+        for matrix in (LORA_A, LORA_B)
+    ]
+    targets = peft.peft_target_modules(selected, config.num_layers)
+    adapter = peft.adapter_config(
+        lora.lora_rank, lora.lora_alpha, lora.lora_dropout, targets, base_model_name_or_path
+    )
+    write_adapter(output_dir, tensors, adapter)
+    return adapter
