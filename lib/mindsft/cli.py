@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "mindsft.data.cli",
     "mindsft.train.cli",
     "mindsft.models.cli",
+    "mindsft.plan.cli",
 ]
 
 
