@@ -171,9 +171,9 @@ def measure(work: Path, row: Row, steps: int) -> dict:
     try:
         while child.poll() is None:
             if "reset" not in result and log.exists():
+                result["reset"] = high_water(child.pid)  # loading the weights, compiling
                 with open(f"/proc/{child.pid}/clear_refs", "w") as fh:
                     fh.write("5")  # reset the high-water mark to the current RSS
-                result["reset"] = psutil.Process(child.pid).memory_info().rss
             if "reset" in result and len(log.read_text().splitlines()) >= steps:
                 result["steps"] = high_water(child.pid)
                 break
@@ -181,10 +181,10 @@ def measure(work: Path, row: Row, steps: int) -> dict:
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-        _, _, usage = os.wait4(child.pid, 0)
+        child.wait()
     if "steps" not in result:
         raise SystemExit(f"{row.name}: finetune failed, see {work / 'finetune.log'}")
-    result["whole"] = usage.ru_maxrss * 1024
+    result["whole"] = max(result["reset"], result["steps"])
     result["wall"] = time.perf_counter() - start
     result["config"] = config
     return result

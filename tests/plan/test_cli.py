@@ -138,3 +138,13 @@ def test_selective_recompute_is_listed_as_not_implemented(lora_yaml, tmp_path):
 )
 def test_nonsense_overrides_are_one_line(mindformers_configs, argv, expected):
     fails(plan("--config", mindformers_configs / "lora_llama2_7b.yaml", *argv), expected)
+
+
+def test_planning_does_not_import_mindspore(mindformers_configs):
+    code = (
+        "import sys; from mindsft.plan.planner import make_plan; "
+        f"make_plan({str(mindformers_configs / 'lora_llama2_7b.yaml')!r}, device_memory='64GB'); "
+        "print('mindspore' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

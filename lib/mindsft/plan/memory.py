@@ -348,7 +348,7 @@ def _moments(step: Step, held: list, grads: Gradients) -> dict:
         backward = inputs + held[0] + shared
     else:
         forward, backward, moments = sum(held) + shared, held[0] + shared, {}
-    moments["end of the forward pass (start of the backward)"] = {
+    moments["end of the forward pass"] = {
         "activations": forward,
         "gradients (float32)": grads.head,
         "logits and loss": logits_bytes(step),

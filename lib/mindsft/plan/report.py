@@ -49,7 +49,7 @@ def _yes(fits) -> str:
 def _scenario_rows(plan: Plan) -> list:
     step = plan.verdict.step
     head = (
-        f"  {'':48s} {'per device':>11s}  {'fits':>4s}  "
+        f"  {'':52s} {'per device':>11s}  {'fits':>4s}  "
         f"{'max batch @ seq ' + str(step.seq_length):>19s}  "
         f"{'max seq @ batch ' + str(step.batch_size):>19s}"
     )
@@ -58,7 +58,7 @@ def _scenario_rows(plan: Plan) -> list:
         batch = "-" if s.largest_batch is None else str(s.largest_batch)
         seq = "-" if s.largest_seq is None else str(s.largest_seq)
         rows.append(
-            f"  {s.name:48s} {format_size(s.breakdown.total):>11s}  {_yes(s.fits):>4s}  "
+            f"  {s.name:52s} {format_size(s.breakdown.total):>11s}  {_yes(s.fits):>4s}  "
             f"{batch:>19s}  {seq:>19s}"
         )
     return rows
