@@ -101,3 +101,11 @@ def test_cpu_backend_factors_are_the_measured_ones(lora_7b):
     ascend = plan_step(lora_7b).activations["without recompute"]
     cpu = plan_step(lora_7b.with_(backend=BACKENDS["CPU"])).activations["without recompute"]
     assert cpu > ascend
+
+
+def test_both_transients_are_reported_and_the_peak_holds_one(lora_7b):
+    b = plan_step(lora_7b)
+    assert set(b.transients) == {"logits and loss", "workspace"}
+    assert b.transients["logits and loss"] == 3 * (2 * 4096) * 32000 * 4 + (2 * 4096) * 32000 * 2
+    held = [k for k in b.transients if k in b.parts]
+    assert len(held) == 1 and b.parts[held[0]] == b.transients[held[0]]

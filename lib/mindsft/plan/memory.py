@@ -324,6 +324,8 @@ class Breakdown:
     shared tensors}, in bytes."""
     gradients_total: int
     """Every gradient, as held at the end of the backward pass."""
+    transients: dict = field(default_factory=dict)
+    """{'logits and loss': bytes, 'workspace': bytes}, whichever moment is the peak."""
 
     @property
     def total(self) -> int:
@@ -377,4 +379,5 @@ def plan_step(step: Step) -> Breakdown:
             "backward pass, last layer rebuilt"
         ]["activations"],
     }
-    return Breakdown(parts, moment, params, max(held), activations, grads.total)
+    transients = {"logits and loss": logits_bytes(step), "workspace": workspace_bytes(step)}
+    return Breakdown(parts, moment, params, max(held), activations, grads.total, transients)

@@ -92,6 +92,9 @@ def format_plan(plan: Plan) -> str:
         f"activations: {format_size(b.per_layer)} per layer x {v.step.config.num_layers} layers "
         f"= {format_size(b.activations['without recompute'])} with the shared tensors; "
         f"with recompute {format_size(b.activations['with recompute'])}",
+        f"transients: logits and loss {format_size(b.transients['logits and loss'])} "
+        f"(end of the forward pass), workspace {format_size(b.transients['workspace'])} "
+        "(a layer's backward pass)",
         f"device memory: {'-' if plan.device_memory is None else format_size(plan.device_memory)}",
         *_scenario_rows(plan),
         _verdict_line(plan),
@@ -143,6 +146,7 @@ def plan_json(plan: Plan) -> dict:
             "with_recompute_bytes": b.activations["with recompute"],
         },
         "gradients_total_bytes": b.gradients_total,
+        "transients_bytes": dict(b.transients),
         "verdict": _scenario_json(v),
         "scenarios": [_scenario_json(s) for s in plan.scenarios],
         "not_implemented": list(plan.notes),
