@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "mindsft.train.cli",
     "mindsft.inference.cli",
     "mindsft.pet.peft_cli",
+    "mindsft.plan.cli",
 ]
 
 
