@@ -120,6 +120,10 @@ def run_training(cfg: FinetuneConfig, args) -> int:
     from mindsft.train.trainer import RunPaths, dataset_kind
 
     run = cfg.run
+    worker_num = getattr(args, "worker_num", None)
+    relaunch = launch.needs_msrun(run.use_parallel, worker_num)
+    if not relaunch:  # join msrun's job, or refuse --use_parallel True without msrun
+        rank, world = launch.init_workers(run.use_parallel, worker_num)
     data = _required(run.train_dataset_dir, "--train_dataset_dir", cfg, "train_dataset")
     needed = dataset_kind(run.run_mode)
     require_kind(data, mindrecord_kind(data), needed, f"--run_mode {run.run_mode}")
@@ -132,10 +136,8 @@ def run_training(cfg: FinetuneConfig, args) -> int:
         )
     if run.do_eval:
         _required(run.eval_dataset_dir, "--eval_dataset_dir", cfg, "eval_dataset")
-    worker_num = getattr(args, "worker_num", None)
-    if launch.needs_msrun(run.use_parallel, worker_num):
+    if relaunch:
         return launch.relaunch(_child_argv(cfg, args), args, run.output_dir)
-    rank, world = launch.init_workers(run.use_parallel, worker_num)
     eval_data = run.eval_dataset_dir if run.do_eval else ""
     paths = RunPaths(data, run.load_checkpoint, run.output_dir, eval_data)
     train_run(cfg, paths, rank, world, resume=bool(run.resume_training))
