@@ -130,14 +130,18 @@ def test_eval_during_training_is_logged_at_its_intervals_and_leaves_training_alo
     argv += ["--lora_checkpoint", d / "with_eval", "--output_path", merged]
     assert main([str(a) for a in argv]) == 0
     argv = ["--config", cfg, "--run_mode", "eval", "--load_checkpoint", merged]
-    assert run(*argv, "--eval_dataset_dir", d / "qa.mindrecord", "--output_dir", d / "eval") == 0
+    argv += ["--eval_dataset_dir", d / "qa.mindrecord"]
+    assert run(*argv, "--output_dir", d / "eval") == 0
+    assert run(*argv, "--output_dir", d / "eval8", "--num_samples", 8) == 0  # as in training
     by_run = json.loads((d / "eval/eval_result.json").read_text())
+    first8 = json.loads((d / "eval8/eval_result.json").read_text())
     argv = ["evaluate", "--config", cfg, "--load_checkpoint", merged, "--eval_dataset_dir"]
     assert main([str(a) for a in [*argv, d / "qa.mindrecord", "--output", d / "e.json"]]) == 0
     by_evaluate = json.loads((d / "e.json").read_text())
-    assert by_run["tokens"] == by_evaluate["tokens"] == eval_records[-1]["eval_tokens"]
+    assert by_run["tokens"] == by_evaluate["tokens"] and by_run["rows"] == 16
     assert by_run["loss"] == pytest.approx(by_evaluate["loss"], rel=1e-6)
-    assert by_run["loss"] == pytest.approx(eval_records[-1]["eval_loss"], rel=1e-5)
+    assert first8["rows"] == 8 and first8["tokens"] == eval_records[-1]["eval_tokens"]
+    assert first8["loss"] == pytest.approx(eval_records[-1]["eval_loss"], rel=1e-5)
 
 
 def test_predict_prints_as_mindformers_and_writes_json_lines(

@@ -147,8 +147,12 @@ class Trainer:
                 "PerplexityMetric only"
             )
         if self.rank == 0:
+            tc = self.cfg.train  # num_samples limits the eval rows too, as in MindFormers
             batches = MindRecordBatches(
-                self.paths.eval_dataset, self.cfg.train.batch_size, drop_remainder=False
+                self.paths.eval_dataset,
+                tc.batch_size,
+                drop_remainder=False,
+                num_samples=tc.num_samples,
             )
             check_seq_length(source, self.model_config, batches.seq_length, batches.path)
             self.eval_batches = batches
