@@ -38,6 +38,13 @@ def mindformers_configs() -> Path:
     return shared_fixture("mindformers_configs")
 
 
+@pytest.fixture(scope="session")
+def sft_guide_commands() -> list:
+    """Every command of MindFormers' SFT guide as the guide prints it, in order."""
+    text = shared_fixture("mindformers_sft_guide_commands.txt").read_text()
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 # ---- models, inference, data (helper A2): tiny HF reference models and MindRecords
 
 

@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "mindsft.tiny",
     "mindsft.convert.cli",
     "mindsft.data.cli",
+    "mindsft.train.run",
     "mindsft.train.cli",
     "mindsft.inference.cli",
     "mindsft.pet.peft_cli",

@@ -96,3 +96,22 @@ def test_wrong_columns_or_ragged_rows_are_one_line_naming_the_file(tmp_path):
         MindRecordBatches(tmp_path / "absent.mindrecord", 1)
     with pytest.raises(MindsftError, match="too few"):
         MindRecordBatches(write_mindrecord(tmp_path / "small.mindrecord", 3), 2, num_shards=2)
+
+
+def test_a_wiki_mindrecord_trains_every_token_and_num_samples_keeps_the_first_rows(tmp_path):
+    from mindsft.data.reader import mindrecord_kind, require_kind
+
+    wiki = write_mindrecord(tmp_path / "w.mindrecord", 6, schema={"input_ids": SCHEMA["input_ids"]})
+    batches = MindRecordBatches(wiki, 2, num_samples=4)
+    assert batches.kind == mindrecord_kind(wiki) == "wiki" and batches.rows == 4
+    batch = next(iter(batches))
+    np.testing.assert_array_equal(batch["labels"], batch["input_ids"])  # labels = input_ids
+    assert row_numbers(batches) == [0, 1, 2, 3]
+    qa = write_mindrecord(tmp_path / "q.mindrecord", 2)
+    assert MindRecordBatches(qa, 1).kind == "qa"
+    with pytest.raises(
+        MindsftError,
+        match=r"q.mindrecord: a qa MindRecord \(input_ids, labels\); "
+        r"--run_mode train needs a wiki MindRecord \(input_ids\)",
+    ):
+        require_kind(qa, "qa", "wiki", "--run_mode train")

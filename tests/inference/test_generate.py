@@ -167,3 +167,37 @@ def test_complete_strips_the_eos_it_stopped_at(tokenizer_run):
     stop = free.ids.index(eos)
     assert done.ids == free.ids[: stop + 1] and done.stopped_at_eos
     assert done.text == tokenizer.decode(free.ids[:stop])
+
+
+PROMPTS = [[1, 17, 42], [1, 5, 77, 23, 9, 60, 31], [1, *range(40, 51)]]  # 3, 7 and 12 tokens
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(tiny_hf_llama, ms_llama_like):
+    generate = Generator(ms_llama_like(tiny_hf_llama(4, 2, True)))
+    alone = [generate(p, max_new_tokens=20, eos_token_id=-1) for p in PROMPTS]
+    assert generate.batch(PROMPTS, 20, eos_token_id=-1) == alone
+    # a row that stops early, and budgets per row, leave the other rows as they were
+    eos = alone[1][4]
+    stopped = [generate(p, max_new_tokens=20, eos_token_id=eos) for p in PROMPTS]
+    assert stopped[1] == alone[1][: alone[1].index(eos) + 1]
+    assert generate.batch(PROMPTS, 20, eos_token_id=eos) == stopped
+    budgets = generate.batch(PROMPTS, [5, 20, 9], eos_token_id=-1)
+    assert budgets == [alone[0][:5], alone[1], alone[2][:9]]
+
+
+def test_kv_cache_with_left_padding_equals_the_full_forward_pass(tiny_hf_llama, ms_llama_like):
+    """Every decoding step's logits, for every left-padded row, equal the model's
+    plain forward pass (no cache, no padding) over that row's tokens so far."""
+    model = ms_llama_like(tiny_hf_llama(4, 2, False))
+    generate = Generator(model)
+    logits, state = generate.start(PROMPTS, 4)
+    assert list(state.pads) == [9, 5, 0]
+    rows = [list(p) for p in PROMPTS]
+    for _ in range(4):
+        for b, row in enumerate(rows):
+            full = model(ms.Tensor(np.asarray([row], np.int32)))[0, -1].asnumpy()
+            np.testing.assert_allclose(logits[b], full, atol=2e-5, rtol=1e-5)
+        chosen = [int(np.argmax(row)) for row in logits]
+        for row, token in zip(rows, chosen, strict=True):
+            row.append(token)
+        logits = generate.advance(state, chosen)

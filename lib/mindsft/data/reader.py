@@ -1,6 +1,7 @@
 """Batches from a qa MindRecord (`input_ids`, `labels`: int32, seq_length + 1 long)
-in a reproducible order: seeded per-epoch shuffle, rank sharding, and exact resume
-from a batch index."""
+or a wiki one (`input_ids` only: every token is a target, so its labels are its
+input_ids) in a reproducible order: seeded per-epoch shuffle, rank sharding, and
+exact resume from a batch index."""
 
 from pathlib import Path
 
@@ -10,45 +11,82 @@ from mindspore.mindrecord import FileReader
 from mindsft.errors import MindsftError
 
 COLUMNS = ("input_ids", "labels")
+# what `mindsft preprocess --dataset_type KIND` writes: the columns a kind is known by
+KINDS = {"qa": COLUMNS, "wiki": ("input_ids",)}
 
 
-def read_mindrecord(path) -> dict:
-    """All rows of a qa MindRecord as {"input_ids", "labels"}: int32 (rows, seq + 1)."""
+def describe_kind(kind: str) -> str:
+    """'a qa MindRecord (input_ids, labels)': how messages name a kind."""
+    return f"a {kind} MindRecord ({', '.join(KINDS[kind])})"
+
+
+def require_kind(path, kind: str, needed: str, needed_by: str) -> None:
+    """A MindRecord of `kind` where `needed_by` (e.g. "--run_mode train") needs
+    `needed` is one line saying which was given and which is needed."""
+    if kind != needed:
+        raise MindsftError(
+            f"{path}: {describe_kind(kind)}; {needed_by} needs {describe_kind(needed)}, "
+            f"as `mindsft preprocess --dataset_type {needed}` writes"
+        )
+
+
+def _kind(schema: dict, path) -> str:
+    """qa when the schema has labels, wiki when it has input_ids only."""
+    if "input_ids" not in schema:
+        raise MindsftError(f"{path}: column(s) input_ids missing (has {', '.join(sorted(schema))})")
+    return "qa" if "labels" in schema else "wiki"
+
+
+def _open(path) -> FileReader:
     path = Path(path)
     if not path.is_file():
         raise MindsftError(f"{path}: no such MindRecord file")
     try:
-        reader = FileReader(str(path), num_consumer=1)
+        return FileReader(str(path), num_consumer=1)
     except (RuntimeError, ValueError, OSError) as exc:  # missing .db, bad header, ...
         raise MindsftError(
             f"{path}: not a readable MindRecord ({str(exc).splitlines()[0]})"
         ) from None
+
+
+def mindrecord_kind(path) -> str:
+    """ "qa" or "wiki", from the MindRecord's schema alone (no rows are read)."""
+    reader = _open(path)
+    try:
+        return _kind(reader.schema(), path)
+    finally:
+        reader.close()
+
+
+def read_mindrecord(path) -> dict:
+    """All rows of a qa or wiki MindRecord as {"input_ids", "labels"}: int32
+    (rows, seq + 1), and "kind"; a wiki MindRecord's labels are its input_ids."""
+    reader = _open(path)
     try:
         schema = reader.schema()
-        missing = [c for c in COLUMNS if c not in schema]
-        if missing:
-            raise MindsftError(
-                f"{path}: column(s) {', '.join(missing)} missing (has {', '.join(sorted(schema))})"
-            )
-        for c in COLUMNS:
+        kind = _kind(schema, path)
+        columns = KINDS[kind]
+        for c in columns:
             if schema[c].get("type") not in ("int32", "int64") or schema[c].get("shape") != [-1]:
                 raise MindsftError(
                     f"{path}: column {c} is {schema[c]}, expected int32 of shape [-1]"
                 )
-        rows = {c: [] for c in COLUMNS}
+        rows = {c: [] for c in columns}
         for row in reader.get_next():
-            for c in COLUMNS:
+            for c in columns:
                 rows[c].append(np.asarray(row[c], dtype=np.int32))
     finally:
         reader.close()
     if not rows["input_ids"]:
         raise MindsftError(f"{path}: the MindRecord holds no rows")
-    lengths = {len(r) for c in COLUMNS for r in rows[c]}
+    lengths = {len(r) for c in columns for r in rows[c]}
     if len(lengths) != 1:
         raise MindsftError(
             f"{path}: rows have different lengths {sorted(lengths)}; expected one seq_length + 1"
         )
-    return {c: np.stack(rows[c]) for c in COLUMNS}
+    data = {c: np.stack(rows[c]) for c in columns}
+    data.setdefault("labels", data["input_ids"])  # wiki: every token is a target
+    return {**data, "kind": kind}
 
 
 class MindRecordBatches:
@@ -59,7 +97,8 @@ class MindRecordBatches:
     multiple of `num_shards` so every shard has as many rows; shard i takes rows
     i, i + n, i + 2n, ... of it. `start_batch` skips that many batches of the
     first pass only (exact resume inside an epoch); later passes start at 0.
-    `len()` is the number of batches in a full epoch of this shard.
+    `len()` is the number of batches in a full epoch of this shard. `num_samples`
+    keeps only the file's first rows. `kind` is "qa" or "wiki" (see read_mindrecord).
     Rows are held in memory (a 52k-row Alpaca set at 512 tokens is about 210 MB)."""
 
     def __init__(
@@ -73,6 +112,7 @@ class MindRecordBatches:
         seed=0,
         drop_remainder=True,
         start_batch=0,
+        num_samples=None,
     ):
         if batch_size < 1 or num_shards < 1 or not 0 <= shard_id < num_shards or start_batch < 0:
             raise MindsftError(
@@ -80,7 +120,9 @@ class MindRecordBatches:
                 f"start_batch {start_batch})"
             )
         self.path = Path(path)
-        self.data = read_mindrecord(path)
+        data = read_mindrecord(path)
+        self.kind = data.pop("kind")
+        self.data = {c: data[c][:num_samples] for c in COLUMNS}
         self.rows = len(self.data["input_ids"])
         self.seq_length = self.data["input_ids"].shape[1] - 1
         self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards

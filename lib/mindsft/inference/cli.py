@@ -1,4 +1,5 @@
-"""`mindsft evaluate` and `mindsft generate` (MindFormers' predict run mode)."""
+"""`mindsft evaluate` (perplexity, or exact match and F1 of generated answers) and
+`mindsft generate` (one prompt; MindFormers' predict run mode is `mindsft run`)."""
 
 import json
 from pathlib import Path
@@ -10,22 +11,36 @@ from mindsft.errors import MindsftError
 
 CONFIG_HELP = "MindFormers YAML, or HF config.json (or its folder)"
 SETTINGS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed")
+# --metric: what `mindsft evaluate` computes, and on what data
+METRICS = {
+    "perplexity": "loss and perplexity on a qa or wiki MindRecord (MindFormers' PerplexityMetric)",
+    "em_f1": "exact match and token F1 of generated answers to alpaca records (SQuAD's rules)",
+}
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="loss and perplexity of a checkpoint on a qa MindRecord",
-        description="Mean loss over the unmasked target tokens (labels shifted as MindFormers "
-        "does), perplexity, token count and wall time, written as JSON.",
+        help="loss and perplexity (or exact match and F1) of a checkpoint",
+        description="--metric perplexity: mean loss over the unmasked target tokens (labels "
+        "shifted as MindFormers does), perplexity, token count and wall time. --metric em_f1: "
+        "greedy answers to alpaca records scored by exact match and token F1 (SQuAD's "
+        "normalisation), each record's answer beside the scores. Written as JSON.",
     )
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--load_checkpoint", required=True, help="MindSpore .ckpt (converted or merged)")
     p.add_argument(
-        "--eval_dataset_dir", required=True, help="qa .mindrecord written by `mindsft preprocess`"
+        "--eval_dataset_dir",
+        required=True,
+        help="perplexity: .mindrecord from `mindsft preprocess`; em_f1: alpaca JSON",
     )
     p.add_argument("--output", required=True, help="metrics JSON to write")
-    p.add_argument("--batch_size", type=int, default=1, help="rows per forward pass (default 1)")
+    p.add_argument(
+        "--batch_size", type=int, default=1, help="rows per forward pass or decoded together"
+    )
+    p.add_argument("--metric", default="perplexity", help=f"one of {', '.join(METRICS)}")
+    p.add_argument("--model_file", help="em_f1: SentencePiece tokenizer.model")
+    p.add_argument("--max_new_tokens", type=int, default=64, help="em_f1: answer length cap")
     p.set_defaults(func=run_evaluate)
 
     g = subparsers.add_parser(
@@ -57,10 +72,31 @@ def register(subparsers) -> None:
 def run_evaluate(args) -> int:
     from mindsft.inference.evaluate import evaluate_to_file
 
+    if args.metric not in METRICS:
+        raise MindsftError(f"--metric {args.metric}: unknown (known: {', '.join(METRICS)})")
     if args.batch_size < 1:
         raise MindsftError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.metric == "em_f1":
+        return run_em_f1(args)
     evaluate_to_file(
         args.config, args.load_checkpoint, args.eval_dataset_dir, args.output, args.batch_size
+    )
+    return 0
+
+
+def run_em_f1(args) -> int:
+    from mindsft.inference.answers import em_f1_to_file
+
+    if not args.model_file:
+        raise MindsftError("--metric em_f1 needs --model_file (the tokenizer to answer with)")
+    em_f1_to_file(
+        args.config,
+        args.load_checkpoint,
+        args.model_file,
+        args.eval_dataset_dir,
+        args.output,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
     )
     return 0
 

@@ -1,7 +1,8 @@
 """Held-out loss and perplexity with the loss MindFormers trains on (shifted labels,
-ignore id and pad masked out). `evaluate_loss` is the one evaluation loop: over any
-model already built and any batches; `evaluate_checkpoint` runs it for a checkpoint
-on a qa MindRecord, as `mindsft evaluate` does."""
+ignore id and pad masked out). `LossEvaluator` is the one evaluation loop: over any
+model already built and any batches (`evaluate_loss` for a single pass);
+`evaluate_checkpoint` runs it for a checkpoint on a qa or wiki MindRecord, as
+`mindsft evaluate` and `mindsft run --run_mode eval` do."""
 
 import json
 import math
@@ -25,35 +26,50 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < MAX_LOSS else math.inf
 
 
-def evaluate_loss(net, batches, source) -> dict:
-    """Token-weighted mean loss of `net` (a LlamaForCausalLM, LoRA-wrapped or not) over
-    `batches` (numpy {"input_ids", "labels"}: int32 (B, T + 1)): {"loss",
-    "perplexity", "tokens"}. No target token surviving the loss mask is a one-line
-    error naming `source` (the data). The net runs in inference mode and gets its
-    mode back; it is not wrapped in another Cell (that would rename its parameters)."""
-    pad, ignore = net.config.pad_token_id, net.config.ignore_token_id
+class LossEvaluator:
+    """The evaluation loop of one model, its loss step compiled once and reused by
+    every call (evaluation during training calls it again and again).
 
-    @ms.jit
-    def nll(input_ids, labels):
+    `net` is a LlamaForCausalLM, LoRA-wrapped or not; it is not wrapped in another
+    Cell (that would rename its parameters). Each call runs it in inference mode
+    and gives it its mode back."""
+
+    def __init__(self, net):
+        self.net = net
+        self.nll = ms.jit(self._nll)
+
+    def _nll(self, input_ids, labels):
+        config = self.net.config
         tokens, targets = shift_for_causal_lm(input_ids, labels)
-        return token_nll_sum(net(tokens), targets, tokens, pad, ignore)
-
-    was_training = net.training
-    net.set_train(False)
-    total, count = 0.0, 0.0
-    try:
-        for batch in batches:
-            s, n = nll(ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"]))
-            total += float(s.asnumpy())
-            count += float(n.asnumpy())
-    finally:
-        net.set_train(was_training)
-    if count == 0:
-        raise MindsftError(
-            f"{source}: no target token survives the loss mask (all labels -100 or pad)"
+        return token_nll_sum(
+            self.net(tokens), targets, tokens, config.pad_token_id, config.ignore_token_id
         )
-    loss = total / count
-    return {"loss": loss, "perplexity": perplexity(loss), "tokens": int(count)}
+
+    def __call__(self, batches, source) -> dict:
+        """Token-weighted mean loss over `batches` (numpy {"input_ids", "labels"}:
+        int32 (B, T + 1)): {"loss", "perplexity", "tokens"}. No target token
+        surviving the loss mask is a one-line error naming `source` (the data)."""
+        was_training = self.net.training
+        self.net.set_train(False)
+        total, count = 0.0, 0.0
+        try:
+            for batch in batches:
+                s, n = self.nll(ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"]))
+                total += float(s.asnumpy())
+                count += float(n.asnumpy())
+        finally:
+            self.net.set_train(was_training)
+        if count == 0:
+            raise MindsftError(
+                f"{source}: no target token survives the loss mask (all labels -100 or pad)"
+            )
+        loss = total / count
+        return {"loss": loss, "perplexity": perplexity(loss), "tokens": int(count)}
+
+
+def evaluate_loss(net, batches, source) -> dict:
+    """`LossEvaluator(net)(batches, source)`: one evaluation pass."""
+    return LossEvaluator(net)(batches, source)
 
 
 def check_seq_length(config_path, config, seq_length, dataset) -> None:
@@ -67,12 +83,12 @@ def check_seq_length(config_path, config, seq_length, dataset) -> None:
         )
 
 
-def evaluate_checkpoint(config_path, checkpoint, dataset, batch_size=1) -> dict:
-    """Loss, perplexity and tokens of `checkpoint` on the qa MindRecord `dataset`, with
-    what was evaluated and how long it took."""
+def evaluate_checkpoint(config_path, checkpoint, dataset, batch_size=1, num_samples=None) -> dict:
+    """Loss, perplexity and tokens of `checkpoint` on the MindRecord `dataset` (its
+    first `num_samples` rows when given), with what was evaluated and how long it took."""
     start = time.perf_counter()
     config = load_config(config_path)
-    batches = MindRecordBatches(dataset, batch_size, drop_remainder=False)
+    batches = MindRecordBatches(dataset, batch_size, drop_remainder=False, num_samples=num_samples)
     check_seq_length(config_path, config, batches.seq_length, dataset)
     metrics = evaluate_loss(load_model(config, checkpoint), batches, dataset)
     return {
@@ -87,10 +103,10 @@ def evaluate_checkpoint(config_path, checkpoint, dataset, batch_size=1) -> dict:
     }
 
 
-def evaluate_to_file(config, checkpoint, dataset, output, batch_size=1) -> dict:
+def evaluate_to_file(config, checkpoint, dataset, output, batch_size=1, num_samples=None) -> dict:
     """`evaluate_checkpoint`, its metrics written to `output` as JSON (atomically) and
     summed up in one printed line."""
-    metrics = evaluate_checkpoint(config, checkpoint, dataset, batch_size)
+    metrics = evaluate_checkpoint(config, checkpoint, dataset, batch_size, num_samples)
     with atomic_output(output) as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")
     print(

@@ -160,6 +160,41 @@ class TrainConfig:
 
 
 @dataclass
+class RunConfig:
+    """run_mindformer.py's settings as the YAML's top level gives them; its flags
+    (`mindsft run --run_mode ... --do_eval ...`) override them."""
+
+    run_mode: str | None = None
+    """train (pretraining: wiki rows), finetune (qa rows), eval or predict."""
+    load_checkpoint: str = ""
+    """Weights to start from (a checkpoint file)."""
+    output_dir: str = "./output"
+    """checkpoint/, loss.jsonl, eval and predict results go here."""
+    train_dataset_dir: str = ""
+    """train_dataset.data_loader.dataset_dir: the training MindRecord."""
+    eval_dataset_dir: str = ""
+    """eval_dataset.data_loader.dataset_dir: the MindRecord evaluated."""
+    use_parallel: bool = False
+    """Data parallel under msrun."""
+    resume_training: bool = False
+    """Continue from the newest checkpoint in output_dir."""
+    auto_trans_ckpt: bool = False
+    """Reshard load_checkpoint to this run's strategy (data-parallel replicas need none)."""
+    src_strategy_path_or_dir: str = ""
+    """The sharding strategy load_checkpoint was saved with."""
+    do_eval: bool = False
+    """Evaluate eval_dataset_dir during training."""
+    eval_step_interval: int = 100
+    """Evaluate every N optimizer steps while training (<= 0: never)."""
+    eval_epoch_interval: int = -1
+    """Evaluate after every N-th epoch (<= 0: never)."""
+    metric: str = "PerplexityMetric"
+    """metric.type: what eval computes."""
+    vocab_file: str = ""
+    """processor.tokenizer.vocab_file: the SentencePiece model predict decodes with."""
+
+
+@dataclass
 class FinetuneConfig:
     """Everything a finetune run needs from the YAML."""
 
@@ -174,6 +209,8 @@ class FinetuneConfig:
     """'key=value' for every result-changing key mindsft does not implement."""
     source: str = ""
     """The YAML path."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """run_mindformer.py's top-level settings (run_mode, datasets, do_eval, ...)."""
 
 
 def _flatten(d, prefix=""):
@@ -251,6 +288,32 @@ def _train(raw: dict, source: str) -> tuple:
     return train, _callbacks(raw.get("callbacks"), train, source)
 
 
+def _run(raw: dict, source: str) -> RunConfig:
+    """RunConfig from the YAML's top level, its dataset sections, metric and processor."""
+
+    def dataset_dir(section: str) -> str:
+        return str(((raw.get(section) or {}).get("data_loader") or {}).get("dataset_dir") or "")
+
+    tokenizer = (raw.get("processor") or {}).get("tokenizer") or {}
+    metric = raw.get("metric") or {}
+    return RunConfig(
+        run_mode=raw.get("run_mode"),
+        load_checkpoint=str(raw.get("load_checkpoint") or ""),
+        output_dir=str(raw.get("output_dir") or "./output"),
+        train_dataset_dir=dataset_dir("train_dataset"),
+        eval_dataset_dir=dataset_dir("eval_dataset"),
+        use_parallel=bool(raw.get("use_parallel", False)),
+        resume_training=bool(raw.get("resume_training", False)),
+        auto_trans_ckpt=bool(raw.get("auto_trans_ckpt", False)),
+        src_strategy_path_or_dir=str(raw.get("src_strategy_path_or_dir") or ""),
+        do_eval=bool(raw.get("do_eval", False)),
+        eval_step_interval=_take(raw, "eval_step_interval", 100, int, source),
+        eval_epoch_interval=_take(raw, "eval_epoch_interval", -1, int, source),
+        metric=str(metric.get("type", "PerplexityMetric") if isinstance(metric, dict) else metric),
+        vocab_file=str(tokenizer.get("vocab_file") or ""),
+    )
+
+
 def _optimizer(raw: dict, source: str) -> OptimizerConfig:
     opt_raw = dict(raw.get("optimizer") or {})
     optimizer = OptimizerConfig(
@@ -296,6 +359,8 @@ def _unsupported(raw: dict, flat_callbacks: dict, model_config: dict) -> list:
     """'key=value' for every result-changing key mindsft does not implement."""
     implemented = {
         "seed",
+        "eval_step_interval",
+        "eval_epoch_interval",
         "model.model_config.pet_config",
         "runner_config.epochs",
         "runner_config.batch_size",
@@ -338,7 +403,16 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
     optimizer = _optimizer(raw, source)
     schedule = _schedule(raw, optimizer, source)
     unsupported = _unsupported(raw, flat_callbacks, model_config)
-    return FinetuneConfig(model_config, train, optimizer, schedule, lora, unsupported, str(source))
+    return FinetuneConfig(
+        model_config,
+        train,
+        optimizer,
+        schedule,
+        lora,
+        unsupported,
+        str(source),
+        run=_run(raw, source),
+    )
 
 
 def load_finetune_config(path) -> FinetuneConfig:

@@ -1,9 +1,14 @@
-"""The fine-tuning loop in named steps: setup, resume, train, save.
+"""The training loop in named steps: setup, resume, train, evaluate, save.
 
 trainer = Trainer(cfg, RunPaths(dataset, base_ckpt, output_dir), rank, world)
 trainer.setup()
 trainer.resume()          # only with --resume_training
 trainer.train()
+
+`cfg.run.run_mode` "train" pretrains on a wiki MindRecord (every token a target),
+anything else fine-tunes on a qa one. With `cfg.run.do_eval`, rank 0 evaluates
+`RunPaths.eval_dataset` every `eval_step_interval` steps and after every
+`eval_epoch_interval`-th epoch, as MindFormers' EvalCallBack does.
 """
 
 import json
@@ -18,8 +23,9 @@ import mindspore as ms
 import numpy as np
 from tqdm import tqdm
 
-from mindsft.data.reader import MindRecordBatches
+from mindsft.data.reader import MindRecordBatches, require_kind
 from mindsft.errors import MindsftError
+from mindsft.inference.evaluate import LossEvaluator, check_seq_length
 from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
@@ -31,6 +37,14 @@ from mindsft.train.config import FinetuneConfig
 from mindsft.train.optim import AdamWeightDecay, learning_rate
 from mindsft.train.step import TrainStep
 
+# the MindRecord kind each training run mode reads (`preprocess --dataset_type`)
+DATASET_KIND = {"train": "wiki", "finetune": "qa"}
+
+
+def dataset_kind(run_mode) -> str:
+    """The MindRecord kind a run mode trains on: wiki for train, qa otherwise."""
+    return DATASET_KIND.get(run_mode, "qa")
+
 
 @dataclass
 class RunPaths:
@@ -39,9 +53,12 @@ class RunPaths:
     train_dataset: str
     """The qa MindRecord written by `mindsft preprocess`."""
     load_checkpoint: str
-    """The converted base checkpoint (MindFormers names)."""
+    """The converted base checkpoint (MindFormers names); empty: the seeded random
+    initialisation (pretraining from scratch)."""
     output_dir: str
     """checkpoint/rank_*/, loss.jsonl, msrun_log/ go here."""
+    eval_dataset: str = ""
+    """The MindRecord evaluated during training (cfg.run.do_eval)."""
 
 
 class Trainer:
@@ -74,6 +91,7 @@ class Trainer:
             cfg.model_config, where=f"{cfg.source}: model_config"
         )
         self._setup_data()
+        self._setup_eval()
         self._setup_model()
         self._setup_step()
 
@@ -88,6 +106,10 @@ class Trainer:
             shuffle=tc.shuffle,
             seed=tc.seed,
             drop_remainder=True,
+        )
+        mode = self.cfg.run.run_mode or "finetune"
+        require_kind(
+            self.paths.train_dataset, self.batches.kind, dataset_kind(mode), f"run_mode {mode}"
         )
         if self.batches.seq_length != self.model_config.seq_length:
             raise MindsftError(
@@ -108,12 +130,40 @@ class Trainer:
                 "accumulation"
             )
 
+    def _setup_eval(self) -> None:
+        """With do_eval: the eval dataset's batches on rank 0 (None elsewhere and without)."""
+        run, source = self.cfg.run, self.cfg.source
+        self.eval_batches, self.evaluator = None, None
+        if not run.do_eval:
+            return
+        if not self.paths.eval_dataset:
+            raise MindsftError(
+                f"{source}: do_eval needs an eval dataset (--eval_dataset_dir or "
+                "eval_dataset.data_loader.dataset_dir)"
+            )
+        if run.metric != "PerplexityMetric":
+            raise MindsftError(
+                f"{source}: metric {run.metric}: evaluation during training computes "
+                "PerplexityMetric only"
+            )
+        if self.rank == 0:
+            tc = self.cfg.train  # num_samples limits the eval rows too, as in MindFormers
+            batches = MindRecordBatches(
+                self.paths.eval_dataset,
+                tc.batch_size,
+                drop_remainder=False,
+                num_samples=tc.num_samples,
+            )
+            check_seq_length(source, self.model_config, batches.seq_length, batches.path)
+            self.eval_batches = batches
+
     def _setup_model(self) -> None:
         """The model with the base weights, LoRA injected and frozen around it, and
         its dropout masks sized for a micro-batch."""
         cfg, tc = self.cfg, self.cfg.train
-        self.net = LlamaForCausalLM(self.model_config)
-        load_weights(self.net, self.paths.load_checkpoint)
+        self.net = LlamaForCausalLM(self.model_config)  # seeded random initialisation
+        if self.paths.load_checkpoint:  # pretraining may start from scratch
+            load_weights(self.net, self.paths.load_checkpoint)
         if cfg.lora is not None:
             inject_lora(self.net, cfg.lora, seed=tc.seed)
             freeze_base(self.net)
@@ -203,6 +253,8 @@ class Trainer:
                 record = self._train_step(batches, epoch, step_in_epoch, t0)
                 loss = record["loss"]
                 self._record(record, log, bar, after_step)
+                if self._eval_due(record["step"], epoch, step_in_epoch + 1):
+                    self.evaluate(record, log)
                 if record["step"] % every == 0 or record["step"] == self.total_steps:
                     self.save(epoch, step_in_epoch + 1)
         return {
@@ -272,12 +324,52 @@ class Trainer:
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         bar.update(1)
 
+    # ---- evaluate -----------------------------------------------------------
+    def _eval_due(self, step: int, epoch: int, steps_in_epoch: int) -> bool:
+        """Whether rank 0 evaluates after optimizer step `step` (1-based), the
+        `steps_in_epoch`-th of 0-based `epoch`: every eval_step_interval steps, or
+        at the end of every eval_epoch_interval-th epoch (<= 0: never)."""
+        if self.eval_batches is None:
+            return False
+        run = self.cfg.run
+        by_step = run.eval_step_interval > 0 and step % run.eval_step_interval == 0
+        by_epoch = (
+            steps_in_epoch == self.steps_per_epoch
+            and run.eval_epoch_interval > 0
+            and (epoch + 1) % run.eval_epoch_interval == 0
+        )
+        return by_step or by_epoch
+
+    def evaluate(self, record: dict, log) -> dict:
+        """Eval loss of the weights after `record`'s step, as a loss-log record of its
+        own: {"step", "epoch", "eval_loss", "eval_perplexity", "eval_tokens", ...}."""
+        if self.evaluator is None:
+            self.evaluator = LossEvaluator(self.net)
+        t0 = time.perf_counter()
+        metrics = self.evaluator(self.eval_batches, self.paths.eval_dataset)
+        entry = {
+            "step": record["step"],
+            "epoch": record["epoch"],
+            "eval_loss": metrics["loss"],
+            "eval_perplexity": metrics["perplexity"],
+            "eval_tokens": metrics["tokens"],
+            "eval_time_s": time.perf_counter() - t0,
+        }
+        if log is not None:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+        self.say(
+            f"Eval result: {{'loss': {metrics['loss']:.6f}, 'PPL': {metrics['perplexity']:.4f}}} "
+            f"at step {record['step']}, eval time is {entry['eval_time_s']:.3f} s."
+        )
+        return entry
+
     def _progress(self, done: int) -> tqdm:
         return tqdm(
             total=self.total_steps,
             initial=done,
             disable=None if self.rank == 0 else True,
-            desc="finetune",
+            desc=self.cfg.run.run_mode or "finetune",
             unit="step",
             file=sys.stderr,
         )

@@ -48,19 +48,38 @@ def _table(header: list, rows: list) -> str:
 
 
 def plot_loss(loss_jsonl, out, title: str) -> None:
-    """Training loss per step (and the learning rate on a second axis)."""
+    """The loss figure of a run's loss.jsonl (`loss_figure`), saved to `out`."""
     rows = read_jsonl(loss_jsonl)
-    steps = [r["step"] for r in rows]
+    if not any("loss" in r for r in rows):
+        raise MindsftError(f"{loss_jsonl}: no training-step records")
+    _save(loss_figure(rows, title), out)
+
+
+def loss_figure(rows: list, title: str):
+    """Training loss per step (and the learning rate on a second axis), with the
+    records of evaluation during training (`eval_loss`) as points on the loss axis."""
+    train = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval_loss" in r]
+    steps = [r["step"] for r in train]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [r["loss"] for r in rows], marker=".", label="loss")
+    ax.plot(steps, [r["loss"] for r in train], marker=".", label="training loss")
+    if evals:
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["eval_loss"] for r in evals],
+            marker="o",
+            color="tab:red",
+            label="eval loss",
+        )
+        ax.legend(loc="upper right")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{title}: training loss")
-    if all("lr" in r for r in rows):
+    ax.set_ylabel("loss")
+    ax.set_title(f"{title}: training loss" + (" and eval loss" if evals else ""))
+    if all("lr" in r for r in train):
         lr = ax.twinx()
-        lr.plot(steps, [r["lr"] for r in rows], color="tab:orange", alpha=0.6, label="lr")
+        lr.plot(steps, [r["lr"] for r in train], color="tab:orange", alpha=0.6, label="lr")
         lr.set_ylabel("learning rate", color="tab:orange")
-    _save(fig, out)
+    return fig
 
 
 def plot_eval(base_json, tuned_json, out, title: str) -> None:
