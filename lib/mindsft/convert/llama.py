@@ -158,7 +158,7 @@ def convert_ms_to_hf(ckpt, output_dir, config=None, dtype=None, max_shard_bytes=
             raise MindsftError(
                 f"{ckpt}: tensor {t.name!r} is a LoRA weight; merge it first (mindsft merge-lora)"
             )
-        if not t.name.startswith(("model.", "lm_head.")):
+        if not t.name.startswith(names.MODEL_PREFIXES):
             skipped.append(t.name)  # optimizer state, step counters
             continue
         try:
