@@ -27,8 +27,10 @@ import numpy as np
 
 from mindsft.atomic import atomic_output
 from mindsft.data.alpaca import load_json_list
+from mindsft.data.formats import is_json_lines, iter_json_lines
 from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows
 from mindsft.data.rows import Stats, qa_chunk, wiki_chunk
+from mindsft.data.template import TEMPLATE_NAME, check_template
 from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
@@ -151,14 +153,25 @@ def input_files(pattern: str) -> list:
     return files
 
 
-def qa_tasks(files: list, length: int):
+def qa_tasks(files: list, length: int, template: str, train_on_prompt: bool):
     for path in files:
-        records = iter_json_list(path)
+        records = iter_records(path)
         for start in itertools.count(0, CHUNK_RECORDS):
             chunk = list(itertools.islice(records, CHUNK_RECORDS))
             if not chunk:
                 break
-            yield "qa", (chunk, start, path, length)
+            values, lines = (list(column) for column in zip(*chunk, strict=True))
+            lines = None if lines[0] is None else lines
+            yield "qa", (values, start, path, length, template, train_on_prompt, lines)
+
+
+def iter_records(path):
+    """(record, line number) of a JSON Lines file; (record, None) of a JSON list."""
+    if is_json_lines(path):
+        yield from iter_json_lines(path)
+    else:
+        for record in iter_json_list(path):
+            yield record, None
 
 
 def iter_json_list(path):
@@ -239,16 +252,34 @@ def wiki_tasks(files: list):
 # ---- the stage
 
 
-def preprocess(
-    dataset_type: str, input_glob: str, model_file, seq_length: int, output_file, workers: int = 1
-) -> Stats:
-    """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats."""
+def _check_options(dataset_type, seq_length, workers, template, train_on_prompt) -> None:
     if dataset_type not in SCHEMAS:
         raise MindsftError(f"dataset_type {dataset_type!r}: expected one of {sorted(SCHEMAS)}")
     if seq_length < MIN_SEQ_LENGTH:
         raise MindsftError(f"seq_length {seq_length}: must be at least {MIN_SEQ_LENGTH}")
     if workers < 1:
         raise MindsftError(f"workers {workers}: must be at least 1")
+    if dataset_type == "wiki" and (template != TEMPLATE_NAME or train_on_prompt):
+        raise MindsftError(
+            "template and train_on_prompt apply to qa data; wiki rows train on every token"
+        )
+    check_template(template)
+
+
+def preprocess(
+    dataset_type: str,
+    input_glob: str,
+    model_file,
+    seq_length: int,
+    output_file,
+    workers: int = 1,
+    template: str = TEMPLATE_NAME,
+    train_on_prompt: bool = False,
+) -> Stats:
+    """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats.
+    qa records are laid out in FastChat `template`; `train_on_prompt` trains on the
+    whole text, not only the answers (see chat_rows.py)."""
+    _check_options(dataset_type, seq_length, workers, template, train_on_prompt)
     files = input_files(input_glob)
     tok = SentencePieceTokenizer(model_file)
     length = seq_length + 1
@@ -259,7 +290,10 @@ def preprocess(
         atomic_output(output_file, suffixes=(".db",)) as tmp,
         atomic_output(stats_file) as tmp_stats,
     ):
-        tasks = qa_tasks(files, length) if dataset_type == "qa" else wiki_tasks(files)
+        if dataset_type == "qa":
+            tasks = qa_tasks(files, length, template, train_on_prompt)
+        else:
+            tasks = wiki_tasks(files)
         with OrderedResults(tasks, tok.model_file, workers) as results:
             # MindSpore is imported here, while the workers run the first tasks
             with MindRecordWriter(
@@ -279,6 +313,11 @@ def preprocess(
         summary = {
             "dataset_type": dataset_type,
             "seq_length": seq_length,
+            **(
+                {"template": template, "train_on_prompt": train_on_prompt}
+                if dataset_type == "qa"
+                else {}
+            ),
             **dataclasses.asdict(stats),
             "tokenizer_sha256": tok.sha256(),
             "inputs": files,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mindsft.atomic import atomic_output
 from mindsft.cli import str2bool
-from mindsft.data.template import CHAT_TEMPLATES, TEMPLATE_NAME
+from mindsft.data.template import NO_TEMPLATE, TEMPLATE_NAME
 from mindsft.errors import MindsftError
 
 CONFIG_HELP = "MindFormers YAML, or HF config.json (or its folder)"
@@ -61,9 +61,10 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="seeds sampling")
     g.add_argument(
         "--template",
-        choices=CHAT_TEMPLATES,
         default=TEMPLATE_NAME,
-        help="wrap the prompt as the fine-tuning data was (FastChat vicuna_v1.1), or none",
+        help="the FastChat template the fine-tuning data was laid out in (any that "
+        f"`preprocess --template` takes), or {NO_TEMPLATE} for the text as it is "
+        "(default: %(default)s)",
     )
     g.add_argument("--output", default=None, help="also write prompt, ids and completion as JSON")
     g.set_defaults(func=run_generate)
@@ -119,8 +120,8 @@ def run_generate(args) -> int:
     from mindsft.inference.generate import load_generator
 
     check_generate_args(args)
+    text = chat_prompt(args.prompt, args.template)  # an unknown template fails here
     generator, tokenizer = load_generator(args.config, args.load_checkpoint, args.model_file)
-    text = chat_prompt(args.prompt, args.template)
     settings = {k: getattr(args, k) for k in SETTINGS}
     done = generator.complete(tokenizer, text, **settings)
     print(done.text)
