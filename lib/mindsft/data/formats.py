@@ -108,12 +108,15 @@ def is_json_lines(path) -> bool:
         return False  # not JSON Lines; reading it as a JSON list says what is wrong
 
 
-def iter_json_lines(path):
+def iter_json_lines(path, opened=None):
     """(record, line number) of each non-blank line of a JSON Lines file, parsed as
-    needed; a line that is not JSON, or a file with none, is one line naming it."""
+    needed; a line that is not JSON, or a file with none, is one line naming it.
+    `opened` is called with the file once it is open."""
     found = False
     try:
         with open(path, encoding="utf-8") as f:
+            if opened is not None:
+                opened(f)
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue

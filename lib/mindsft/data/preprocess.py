@@ -35,6 +35,7 @@ from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
 from mindsft.files import read_text
+from mindsft.progress import progress_bar
 
 MIN_SEQ_LENGTH = 16
 CHUNK_RECORDS = 512  # conversations per worker task
@@ -153,34 +154,73 @@ def input_files(pattern: str) -> list:
     return files
 
 
-def qa_tasks(files: list, length: int, template: str, train_on_prompt: bool):
-    for path in files:
-        records = iter_records(path)
+class InputProgress:
+    """How far the tasks have read into the input files, in bytes (the position
+    after each task, in task order), and the progress bar that follows it."""
+
+    def __init__(self, files: list):
+        self.sizes = [os.path.getsize(f) for f in files]
+        self.total = sum(self.sizes)
+        self.file = None  # the open input file
+        self.after = collections.deque()
+
+    def opened(self, f) -> None:
+        self.file = f
+
+    def mark(self, k: int, fraction=None) -> None:
+        """A task was cut from files[k]: up to where its reader is (all of it once
+        closed), or up to `fraction` of it."""
+        size = self.sizes[k]
+        if fraction is not None:
+            done = int(fraction * size)
+        else:
+            try:
+                done = min(self.file.buffer.tell(), size)
+            except (AttributeError, ValueError):
+                done = size
+        self.after.append(sum(self.sizes[:k]) + done)
+
+    def follow(self, results, bar, stats: Stats):
+        """`results`, moving `bar` on (and its row count) as each is written."""
+        for result in results:
+            yield result
+            bar.update(self.after.popleft() - bar.n)
+            bar.set_postfix(rows=stats.rows, refresh=False)
+
+
+def qa_tasks(files: list, length: int, template: str, train_on_prompt: bool, progress):
+    for k, path in enumerate(files):
+        records = iter_records(path, progress.opened)
         for start in itertools.count(0, CHUNK_RECORDS):
             chunk = list(itertools.islice(records, CHUNK_RECORDS))
             if not chunk:
                 break
             values, lines = (list(column) for column in zip(*chunk, strict=True))
             lines = None if lines[0] is None else lines
+            progress.mark(k)
             yield "qa", (values, start, path, length, template, train_on_prompt, lines)
 
 
-def iter_records(path):
-    """(record, line number) of a JSON Lines file; (record, None) of a JSON list."""
+def iter_records(path, opened=None):
+    """(record, line number) of a JSON Lines file; (record, None) of a JSON list.
+    `opened` is called with the file once it is open."""
     if is_json_lines(path):
-        yield from iter_json_lines(path)
+        yield from iter_json_lines(path, opened)
     else:
-        for record in iter_json_list(path):
+        for record in iter_json_list(path, opened):
             yield record, None
 
 
-def iter_json_list(path):
+def iter_json_list(path, opened=None):
     """The records of a file holding a JSON list, parsed one by one as they are
     needed, from a buffer of a block or two (the workers start on the first chunk,
     and memory holds only the records in flight); a file that is not a non-empty
-    JSON list fails with load_json_list's one-line error."""
+    JSON list fails with load_json_list's one-line error. `opened` is called with
+    the file once it is open."""
     try:
         with open(path, encoding="utf-8") as f:
+            if opened is not None:
+                opened(f)
             stream = _JsonStream(f)
             if stream.next_char() != "[":
                 _json_list_error(path)
@@ -242,11 +282,13 @@ def _json_list_error(path):
     raise MindsftError(f"{path}: not valid JSON")
 
 
-def wiki_tasks(files: list):
-    for path in files:
+def wiki_tasks(files: list, progress):
+    for k, path in enumerate(files):
         paragraphs = wiki_paragraphs(clean_wikitext(read_text(path, "input file")))
         for start in range(0, len(paragraphs), CHUNK_PARAGRAPHS):
-            yield "wiki", (paragraphs[start : start + CHUNK_PARAGRAPHS],)
+            end = min(start + CHUNK_PARAGRAPHS, len(paragraphs))
+            progress.mark(k, end / len(paragraphs))
+            yield "wiki", (paragraphs[start:end],)
 
 
 # ---- the stage
@@ -290,11 +332,16 @@ def preprocess(
         atomic_output(output_file, suffixes=(".db",)) as tmp,
         atomic_output(stats_file) as tmp_stats,
     ):
+        progress = InputProgress(files)
         if dataset_type == "qa":
-            tasks = qa_tasks(files, length, template, train_on_prompt)
+            tasks = qa_tasks(files, length, template, train_on_prompt, progress)
         else:
-            tasks = wiki_tasks(files)
-        with OrderedResults(tasks, tok.model_file, workers) as results:
+            tasks = wiki_tasks(files, progress)
+        with (
+            OrderedResults(tasks, tok.model_file, workers) as ordered,
+            progress_bar(progress.total, desc="preprocess", unit="B", unit_scale=True) as bar,
+        ):
+            results = progress.follow(ordered, bar, stats)
             # MindSpore is imported here, while the workers run the first tasks
             with MindRecordWriter(
                 tmp, output_file.name, SCHEMAS[dataset_type], dataset_type

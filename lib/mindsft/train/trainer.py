@@ -21,7 +21,6 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from tqdm import tqdm
 
 from mindsft.data.reader import MindRecordBatches, require_kind
 from mindsft.errors import MindsftError
@@ -31,6 +30,7 @@ from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
+from mindsft.progress import progress_bar
 from mindsft.train import checkpoint
 from mindsft.train.checkpoint import RunCheckpoints
 from mindsft.train.config import FinetuneConfig
@@ -321,7 +321,11 @@ class Trainer:
             log.flush()
         if after_step is not None:
             after_step(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            lr=f"{record['lr']:.2e}",
+            tokens_per_s=f"{record['tokens_per_s']:.0f}",
+        )
         bar.update(1)
 
     # ---- evaluate -----------------------------------------------------------
@@ -364,14 +368,14 @@ class Trainer:
         )
         return entry
 
-    def _progress(self, done: int) -> tqdm:
-        return tqdm(
-            total=self.total_steps,
+    def _progress(self, done: int):
+        """Steps done of the run, with the last loss, learning rate, tokens/s and ETA."""
+        return progress_bar(
+            self.total_steps,
             initial=done,
-            disable=None if self.rank == 0 else True,
             desc=self.cfg.run.run_mode or "finetune",
             unit="step",
-            file=sys.stderr,
+            show=self.rank == 0,
         )
 
     @contextmanager
