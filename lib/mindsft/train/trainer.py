@@ -36,6 +36,7 @@ from mindsft.train.checkpoint import RunCheckpoints
 from mindsft.train.config import FinetuneConfig
 from mindsft.train.optim import AdamWeightDecay, learning_rate
 from mindsft.train.step import TrainStep
+from mindsft.train.tensorboard import NO_WRITER, open_writer
 
 # the MindRecord kind each training run mode reads (`preprocess --dataset_type`)
 DATASET_KIND = {"train": "wiki", "finetune": "qa"}
@@ -74,6 +75,7 @@ class Trainer:
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.start_epoch, self.start_step = 0, 0  # position to continue from
         self.last_checkpoint = None
+        self.tensorboard = NO_WRITER  # scalar(tag, value, step); event files while training
 
     # ---- setup --------------------------------------------------------------
     def setup(self) -> None:
@@ -247,7 +249,12 @@ class Trainer:
         done = self.start_epoch * self.steps_per_epoch + self.start_step
         every = max(1, self.cfg.train.save_checkpoint_steps)
         loss = float("nan")
-        with self.dropout, self._loss_log(done) as log, self._progress(done) as bar:
+        with (
+            self.dropout,
+            self._loss_log(done) as log,
+            self._progress(done) as bar,
+            open_writer(self.cfg.tensorboard, self.rank, done) as self.tensorboard,
+        ):
             t0 = time.perf_counter()
             for epoch, step_in_epoch, batches in self._remaining_steps():
                 record = self._train_step(batches, epoch, step_in_epoch, t0)
@@ -315,10 +322,12 @@ class Trainer:
         return self.step_fn.apply(lr_t)
 
     def _record(self, record: dict, log, bar, after_step) -> None:
-        """Hand one step's record on: the loss log, `after_step`, the progress bar."""
+        """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
+        progress bar."""
         if log is not None:
             log.write(json.dumps(record) + "\n")
             log.flush()
+        self.tensorboard.step(record)
         if after_step is not None:
             after_step(record)
         bar.set_postfix(
