@@ -58,8 +58,10 @@ def version() -> str:
     """The installed mindsft's version."""
     try:
         return importlib.metadata.version("mindsft")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        from mindsft import __version__
+
+        return __version__
 
 
 def main(argv=None) -> int:
