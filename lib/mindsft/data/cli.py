@@ -6,6 +6,11 @@ from mindsft.data.template import TEMPLATE_NAME
 
 
 def register(subparsers) -> None:
+    _register_alpaca_converter(subparsers)
+    _register_preprocess(subparsers)
+
+
+def _register_alpaca_converter(subparsers) -> None:
     p = subparsers.add_parser(
         "alpaca-converter",
         help="alpaca JSON -> conversation JSON (Stanford Alpaca prompt)",
@@ -18,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--output_path", required=True, help="the conversation JSON to write")
     p.set_defaults(func=run_alpaca_converter)
 
+
+def _register_preprocess(subparsers) -> None:
     p = subparsers.add_parser(
         "preprocess",
         help="conversations (qa) or text (wiki) -> MindRecord",

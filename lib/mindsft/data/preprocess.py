@@ -357,19 +357,11 @@ def preprocess(
                         f"{input_glob}: empty dataset (no rows of seq_length + 1 = {length} tokens)"
                     )
                 out.finish()
-        summary = {
-            "dataset_type": dataset_type,
-            "seq_length": seq_length,
-            **(
-                {"template": template, "train_on_prompt": train_on_prompt}
-                if dataset_type == "qa"
-                else {}
-            ),
-            **dataclasses.asdict(stats),
-            "tokenizer_sha256": tok.sha256(),
-            "inputs": files,
-        }
-        tmp_stats.write_text(json.dumps(summary, indent=2) + "\n")
+        how = {"dataset_type": dataset_type, "seq_length": seq_length}
+        if dataset_type == "qa":
+            how.update(template=template, train_on_prompt=train_on_prompt)
+        summary = {**how, **dataclasses.asdict(stats), "tokenizer_sha256": tok.sha256()}
+        tmp_stats.write_text(json.dumps({**summary, "inputs": files}, indent=2) + "\n")
     return stats
 
 

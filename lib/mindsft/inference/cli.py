@@ -19,6 +19,11 @@ METRICS = {
 
 
 def register(subparsers) -> None:
+    _register_evaluate(subparsers)
+    _register_generate(subparsers)
+
+
+def _register_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="loss and perplexity (or exact match and F1) of a checkpoint",
@@ -55,6 +60,8 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=run_evaluate)
 
+
+def _register_generate(subparsers) -> None:
     g = subparsers.add_parser(
         "generate",
         help="continue a prompt with a checkpoint (greedy or sampled, KV cache)",

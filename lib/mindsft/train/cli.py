@@ -17,6 +17,11 @@ def run_merge(args) -> int:
 
 
 def register(subparsers) -> None:
+    _register_finetune(subparsers)
+    _register_merge(subparsers)
+
+
+def _register_finetune(subparsers) -> None:
     p = subparsers.add_parser(
         "finetune",
         help="full or LoRA fine-tuning from a MindFormers-style YAML (`run --run_mode finetune`)",
@@ -61,6 +66,8 @@ def register(subparsers) -> None:
     add_msrun_flags(p)
     p.set_defaults(func=run_command, run_mode="finetune")
 
+
+def _register_merge(subparsers) -> None:
     m = subparsers.add_parser(
         "merge-lora",
         help="fold LoRA matrices into the base weights",
