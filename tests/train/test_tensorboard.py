@@ -11,7 +11,13 @@ from mindsft.cli import main
 from mindsft.errors import MindsftError
 from mindsft.progress import ENV
 from mindsft.train.config import load_finetune_config
-from mindsft.train.tensorboard import NO_WRITER, STEP_TAGS, TensorBoardConfig, open_writer
+from mindsft.train.tensorboard import (
+    EVAL_LOSS,
+    NO_WRITER,
+    STEP_TAGS,
+    TensorBoardConfig,
+    open_writer,
+)
 from mindsft.train.trainer import RunPaths, Trainer
 
 
@@ -86,7 +92,7 @@ def test_a_hook_writes_beside_the_steps_and_a_resumed_run_leaves_each_step_once(
     paths = RunPaths(str(data), str(base), str(tmp_path / "out"))
 
     def eval_hook(trainer):
-        return lambda record: trainer.tensorboard.scalar("eval-loss", 7.0, record["step"])
+        return lambda record: trainer.tensorboard.scalar(EVAL_LOSS, 7.0, record["step"])
 
     first = Trainer(cfg, paths)
     first.setup()
@@ -99,7 +105,7 @@ def test_a_hook_writes_beside_the_steps_and_a_resumed_run_leaves_each_step_once(
     again.train(after_step=eval_hook(again))
     found = events(tmp_path / "tb")
     assert [s for s, _ in found["loss"]] == [1, 2, 3, 4]  # steps 3-4 of the first hidden
-    assert [s for s, _ in found["eval-loss"]] == [1, 2, 3, 4]
+    assert [s for s, _ in found[EVAL_LOSS]] == [1, 2, 3, 4]
     # the second event file tells readers to drop the first's events from step 3 on
     first_file, second_file = sorted((tmp_path / "tb").iterdir())
     assert purge_steps(first_file) == [] and purge_steps(second_file) == [3]

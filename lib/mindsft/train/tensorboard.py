@@ -7,7 +7,8 @@ per optimizer step for each of
     loss, learning-rate, grad-norm     (MindFormers' MFLossMonitor tags)
     tokens-per-second                  (the step's tokens over its wall time)
 
-and whatever else a hook hands to `scalar` (eval loss during training). With
+and whatever else a hook hands to `scalar` (eval loss during training, under
+EVAL_LOSS). With
 `log_timers_to_tensorboard: True` also `iteration-time` (seconds per step); with
 `log_loss_scale_to_tensorboard: True` also `loss-scale` (always 1.0: mindsft does
 no loss scaling). A resumed run hides the events of the steps it runs again.
@@ -25,6 +26,7 @@ STEP_TAGS = {
     "grad_norm": "grad-norm",
     "tokens_per_s": "tokens-per-second",
 }
+EVAL_LOSS = "eval-loss"  # the tag of the loss evaluated during training
 
 
 @dataclass
