@@ -134,8 +134,9 @@ def test_vicuna_ids_are_mindformers_and_labels_differ_only_on_a_lone_space(tok, 
 def test_preprocess_train_on_prompt_trains_all_but_bos(tmp_path, llama2_tokenizer, alpaca_fixture):
     from mindsft.cli import main
 
-    out = tmp_path / "x.mindrecord"
-    argv = ["preprocess", "--dataset_type", "qa", "--input_glob", str(alpaca_fixture)]
+    out, source = tmp_path / "x.mindrecord", tmp_path / "alpaca.json"
+    source.write_text(json.dumps(json.loads(alpaca_fixture.read_text())[:100]))
+    argv = ["preprocess", "--dataset_type", "qa", "--input_glob", str(source)]
     argv += ["--model_file", str(llama2_tokenizer), "--seq_length", "256"]
     assert main([*argv, "--output_file", str(out), "--train_on_prompt", "True"]) == 0
     stats = json.loads((tmp_path / "x.mindrecord.stats.json").read_text())

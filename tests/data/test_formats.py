@@ -62,39 +62,62 @@ def preprocess(tmp_path, source, tokenizer, *flags):
     return read_rows(out)
 
 
-@pytest.mark.parametrize("template", ["llama-2", "vicuna_v1.1"])
-def test_every_shape_and_layout_gives_the_same_rows(tmp_path, llama2_tokenizer, template):
-    reference = None
-    for k, (shape, make) in enumerate(SHAPES.items()):
-        records = [make(system, rounds) for system, rounds in CHATS]
-        lines = "\n".join(json.dumps(r) for r in records) + "\n"
-        layouts = {
-            f"{k}.json": json.dumps(records),
-            f"{k}.jsonl": "\n" + lines + "\n\n",  # blank lines are skipped
-            f"{k}_lines.json": lines,  # JSON Lines recognised by content
-        }
-        for name, text in layouts.items():
-            (tmp_path / name).write_text(text)
-            rows = preprocess(tmp_path, tmp_path / name, llama2_tokenizer, "--template", template)
-            if reference is None:
-                reference = rows
-            assert all(np.array_equal(a, b) for a, b in zip(rows, reference, strict=True)), (
-                shape,
-                name,
-            )
-    stats = json.loads((tmp_path / "0.json.mindrecord.stats.json").read_text())
-    assert stats["template"] == template and stats["train_on_prompt"] is False
-    assert stats["rows"] == 2
-
-
-def test_a_system_message_reaches_the_prompt_and_is_masked(tmp_path, llama2_tokenizer):
+@pytest.fixture(scope="module")
+def tok(llama2_tokenizer):
     from mindsft.data.tokenizer import SentencePieceTokenizer
 
-    tok = SentencePieceTokenizer(llama2_tokenizer)
-    (tmp_path / "chat.json").write_text(json.dumps([openai(*CHATS[0])]))
-    ids, labels = preprocess(
-        tmp_path, tmp_path / "chat.json", llama2_tokenizer, "--template", "llama-2"
-    )
+    return SentencePieceTokenizer(llama2_tokenizer)
+
+
+@pytest.mark.parametrize("template", ["llama-2", "vicuna_v1.1"])
+def test_every_shape_gives_the_rows_of_the_same_conversation(tok, template):
+    from mindsft.data.rows import qa_chunk
+
+    rows = {}
+    for shape, make in SHAPES.items():
+        records = [make(system, rounds) for system, rounds in CHATS]
+        rows[shape] = qa_chunk(tok, records, 0, "f.json", 97, template)
+    reference = rows.pop("sharegpt human/gpt")
+    for shape, (ids, labels, stats) in rows.items():
+        assert np.array_equal(ids, reference[0]) and np.array_equal(labels, reference[1]), shape
+        assert stats == reference[2], shape
+
+
+def test_json_lists_and_json_lines_hold_the_same_records(tmp_path):
+    from mindsft.data.preprocess import iter_records
+
+    records = [make(system, rounds) for make in SHAPES.values() for system, rounds in CHATS]
+    lines = "\n".join(json.dumps(r) for r in records) + "\n"
+    layouts = {
+        "list.json": (json.dumps(records), None),
+        "lines.jsonl": ("\n" + lines + "\n\n", list(range(2, 2 + len(records)))),
+        "lines.json": (lines, list(range(1, 1 + len(records)))),  # recognised by content
+    }
+    for name, (text, numbers) in layouts.items():
+        (tmp_path / name).write_text(text)
+        read = list(iter_records(tmp_path / name))
+        assert [r for r, _ in read] == records, name
+        assert [n for _, n in read] == (numbers or [None] * len(records)), name
+
+
+def test_preprocess_reads_openai_json_lines_in_a_template(tmp_path, llama2_tokenizer, tok):
+    from mindsft.data.rows import qa_chunk
+
+    records = [openai(system, rounds) for system, rounds in CHATS]
+    source = tmp_path / "chat.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ids, labels = preprocess(tmp_path, source, llama2_tokenizer, "--template", "llama-2")
+    want = qa_chunk(tok, records, 0, "x", 97, "llama-2")
+    assert np.array_equal(ids, want[0]) and np.array_equal(labels, want[1])
+    stats = json.loads((tmp_path / "chat.jsonl.mindrecord.stats.json").read_text())
+    assert stats["template"] == "llama-2" and stats["train_on_prompt"] is False
+    assert stats["rows"] == 2 and stats["trained_tokens"] == int((labels != -100).sum())
+
+
+def test_a_system_message_reaches_the_prompt_and_is_masked(tok):
+    from mindsft.data.rows import qa_chunk
+
+    ids, labels, _ = qa_chunk(tok, [openai(*CHATS[0])], 0, "f.json", 97, "llama-2")
     system = tok.encode_batch(["<<SYS>>\nBe brief.\n<</SYS>>"])[0]
     n = len(system)
     at = [i for i in range(len(ids[0])) if ids[0][i : i + n].tolist() == system]
