@@ -19,7 +19,9 @@ def options(parser) -> list:
     return [
         a
         for a in parser._actions
-        if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+        if a.option_strings
+        and a.help != argparse.SUPPRESS  # MindFormers flags taken and reported, not shown
+        and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
     ]
 
 
