@@ -1,6 +1,6 @@
 """TensorBoard event files when the YAML sets `tensorboard.tensorboard_dir`: read
-back with TensorBoard's own EventAccumulator, they hold loss.jsonl's values; a
-hook's `scalar` lands beside them; a resumed run leaves each step once."""
+back with TensorBoard's own EventAccumulator, they hold loss.jsonl's values, the
+eval loss of training's evaluations among them; a resumed run leaves each step once."""
 
 import re
 
@@ -86,26 +86,29 @@ def test_event_files_hold_the_loss_log_and_the_finetune_bar_shows_loss_and_speed
     assert re.search(r"tokens_per_s=\d+", last) and re.search(r"\[\d\d:\d\d<\d\d:\d\d", last)
 
 
-def test_a_hook_writes_beside_the_steps_and_a_resumed_run_leaves_each_step_once(tb_run, tmp_path):
+def test_eval_loss_lands_beside_the_steps_and_a_resumed_run_leaves_each_step_once(
+    tb_run, tmp_path, read_losses
+):
     yaml_path, base, data = tb_run
+    raw = yaml.safe_load(yaml_path.read_text())
+    raw.update(do_eval=True, eval_step_interval=2)
+    yaml_path.write_text(yaml.safe_dump(raw))
     cfg = load_finetune_config(yaml_path)
-    paths = RunPaths(str(data), str(base), str(tmp_path / "out"))
-
-    def eval_hook(trainer):
-        return lambda record: trainer.tensorboard.scalar(EVAL_LOSS, 7.0, record["step"])
-
+    paths = RunPaths(str(data), str(base), str(tmp_path / "out"), eval_dataset=str(data))
     first = Trainer(cfg, paths)
     first.setup()
-    first.train(after_step=eval_hook(first))
+    first.train()
     for late in first.ckpts.files(0)[1:]:  # as if killed after step 2's checkpoint
         late.path.unlink()
     again = Trainer(cfg, paths)
     again.setup()
     again.resume()
-    again.train(after_step=eval_hook(again))
+    again.train()
     found = events(tmp_path / "tb")
     assert [s for s, _ in found["loss"]] == [1, 2, 3, 4]  # steps 3-4 of the first hidden
-    assert [s for s, _ in found[EVAL_LOSS]] == [1, 2, 3, 4]
+    evals = [(r["step"], r["eval_loss"]) for r in read_losses(tmp_path / "out") if "eval_loss" in r]
+    assert [s for s, _ in evals] == [2, 4]
+    assert found[EVAL_LOSS] == [(s, float(np.float32(v))) for s, v in evals]
     # the second event file tells readers to drop the first's events from step 3 on
     first_file, second_file = sorted((tmp_path / "tb").iterdir())
     assert purge_steps(first_file) == [] and purge_steps(second_file) == [3]

@@ -36,7 +36,7 @@ from mindsft.train.checkpoint import RunCheckpoints
 from mindsft.train.config import FinetuneConfig
 from mindsft.train.optim import AdamWeightDecay, learning_rate
 from mindsft.train.step import TrainStep
-from mindsft.train.tensorboard import NO_WRITER, open_writer
+from mindsft.train.tensorboard import EVAL_LOSS, NO_WRITER, open_writer
 
 # the MindRecord kind each training run mode reads (`preprocess --dataset_type`)
 DATASET_KIND = {"train": "wiki", "finetune": "qa"}
@@ -371,6 +371,7 @@ class Trainer:
         if log is not None:
             log.write(json.dumps(entry) + "\n")
             log.flush()
+        self.tensorboard.scalar(EVAL_LOSS, metrics["loss"], record["step"])
         self.say(
             f"Eval result: {{'loss': {metrics['loss']:.6f}, 'PPL': {metrics['perplexity']:.4f}}} "
             f"at step {record['step']}, eval time is {entry['eval_time_s']:.3f} s."
