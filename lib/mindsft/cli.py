@@ -4,9 +4,11 @@ collects them and turns `MindsftError` into one line and a non-zero exit."""
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 from mindsft.errors import MindsftError
+from mindsft.progress import CHOICES, set_progress
 
 # subcommand modules, in the order `mindsft --help` lists them
 SUBCOMMAND_MODULES = [
@@ -38,14 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="MindFormers-style supervised fine-tuning of Llama models, "
         "one step per subcommand.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "--progress",
+        choices=list(CHOICES),
+        default="auto",
+        help="progress bars of long stages on stderr: auto shows them on a terminal, on "
+        "also in logs and msrun workers, off never (default: %(default)s)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def version() -> str:
+    """The installed mindsft's version."""
+    try:
+        return importlib.metadata.version("mindsft")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        from mindsft import __version__
+
+        return __version__
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_progress(args.progress)
     try:
         rc = args.func(args)
     except MindsftError as exc:

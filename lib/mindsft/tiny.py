@@ -40,6 +40,11 @@ _SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
+def _flag(default, meaning: str):
+    """A TinySpec field: its default and the flag's help."""
+    return dataclasses.field(default=default, metadata={"help": meaning})
+
+
 def parse_size(text: str) -> int:
     """'256KB', '100MB', '5GB' (decimal, as transformers) or KiB/MiB/GiB -> bytes."""
     m = _SIZE.match(str(text).strip())
@@ -183,16 +188,16 @@ def train_tokenizer(lines, vocab_size: int) -> bytes:
 class TinySpec:
     """Shape of the tiny model; each field is a `make-tiny-model` flag."""
 
-    seed: int = 0
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 176
-    vocab_size: int = 512
-    tie_word_embeddings: bool = False
-    max_position_embeddings: int = 512
-    max_shard_size: str = "256KB"  # largest safetensors shard (256KB, 100MB, 5GB)
+    seed: int = _flag(0, "seeds the weights, the tokenizer's training text and the demo records")
+    hidden_size: int = _flag(64, "width of the model")
+    num_layers: int = _flag(2, "decoder layers")
+    num_heads: int = _flag(4, "attention heads")
+    num_kv_heads: int = _flag(2, "key/value heads (grouped-query attention when fewer than heads)")
+    intermediate_size: int = _flag(176, "width of the SwiGLU feed-forward layer")
+    vocab_size: int = _flag(512, "pieces of the SentencePiece tokenizer trained for it")
+    tie_word_embeddings: bool = _flag(False, "True: the output layer shares the embedding")
+    max_position_embeddings: int = _flag(512, "longest sequence the config allows")
+    max_shard_size: str = _flag("256KB", "largest safetensors shard (256KB, 100MB, 5GB, 1MiB)")
 
 
 def hf_config(a: TinySpec) -> dict:
@@ -300,12 +305,19 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "make-tiny-model",
         help="write the offline demo model: HF Llama folder, tokenizer and alpaca demo data",
-        description=__doc__.splitlines()[0],
+        description="Write the offline demo: an HF-format Llama folder (config.json, sharded "
+        "safetensors with an index, generation_config.json), a SentencePiece tokenizer.model "
+        "trained for it, and alpaca_demo.json, a few hundred seeded instruction records "
+        "simple enough for a tiny model to learn in minutes. The same arguments give "
+        "byte-identical files.",
     )
-    p.add_argument("--output_dir", required=True)
+    p.add_argument(
+        "--output_dir", required=True, help="the folder to write (replaced if it exists)"
+    )
     for f in dataclasses.fields(TinySpec):
         kind = str2bool if f.type is bool else f.type
-        p.add_argument(f"--{f.name}", type=kind, default=f.default, help=f"default {f.default}")
+        help_text = f"{f.metadata['help']} (default: %(default)s)"
+        p.add_argument(f"--{f.name}", type=kind, default=f.default, help=help_text)
     p.set_defaults(func=_run)
 
 

@@ -143,3 +143,52 @@ def test_over_long_rows_are_truncated_and_counted_not_rejected(tmp_path, llama2_
     assert (
         stats["rows"] == 2 and stats["rows_truncated"] == 2
     )  # the 38-token system prompt alone is longer
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        (
+            "chat.json",
+            [GOOD_CONV, {"id": "s2", "conversations": [{"from": "bot", "value": "x"}]}],
+            [
+                "record 1 (id 's2')",
+                "turn 0 has the unknown role 'bot'",
+                "known: human, user, gpt, assistant, system",
+            ],
+        ),
+        (
+            "chat.jsonl",
+            '{"messages": [{"role": "user", "content": "q"}]}\n\n'
+            '{"messages": [{"role": "robot", "content": "q"}]}\n',
+            ["chat.jsonl: line 3", "message 0 has the unknown role 'robot'"],
+        ),
+        ("chat.jsonl", '{"messages": []}\n{"a": }\n', ["chat.jsonl: line 2: not valid JSON"]),
+    ],
+)
+def test_preprocess_names_the_record_and_its_unknown_role(
+    tmp_path, capsys, llama2_tokenizer, name, content, expected
+):
+    src = write(tmp_path / name, content)
+    preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, [str(src), *expected])
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            ["--template", "llama2"],
+            ["template 'llama2' is not a FastChat", "close matches: llama-2"],
+        ),
+        (["--template", "rwkv"], ["'rwkv' cannot be masked reliably", "templates that can: "]),
+        (["--dataset_type", "wiki", "--train_on_prompt", "True"], ["apply to qa data"]),
+    ],
+)
+def test_preprocess_refuses_templates_it_cannot_mask(
+    tmp_path, capsys, llama2_tokenizer, flags, expected
+):
+    src = write(tmp_path / "conversation.json", [GOOD_CONV])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = preprocess_argv(src, llama2_tokenizer, out_dir / "x.mindrecord")
+    run_failing(capsys, [*argv, *flags], out_dir, expected)

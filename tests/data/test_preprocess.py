@@ -331,3 +331,12 @@ def test_word_cache_past_its_limit_still_gives_sentencepiece_ids(
     texts = [r["output"] for r in json.loads(alpaca_fixture.read_text())[:40]]
     for start in range(0, 40, 10):
         assert tok.encode_batch(texts[start : start + 10]) == sp.encode(texts[start : start + 10])
+
+
+def test_alpaca_records_preprocess_straight_to_mindformers_rows(
+    alpaca_fixture, llama2_tokenizer, tmp_path
+):
+    """No alpaca-converter step: the alpaca fixture itself gives the pinned rows."""
+    out = run_preprocess(tmp_path, "qa", alpaca_fixture, llama2_tokenizer, 128)
+    rows = read_rows(out)
+    assert sha256_of(rows["input_ids"], rows["labels"]) == QA_REFERENCE[128]["sha256"]

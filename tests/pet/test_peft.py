@@ -134,7 +134,8 @@ def lora_run(base_ckpt, write_yaml, tmp_path):
             ]
             path = rank_dir / f"tiny_rank_0-1_{step}.ckpt"
             ms.save_checkpoint(records, str(path))
-            stamp = time.time_ns() - (3 - step) * 10**10  # step 2 is the newer file
+            # step 1 is the newer file: a run folder exports its newest step, not file
+            stamp = time.time_ns() - step * 10**10
             os.utime(path, ns=(stamp, stamp))
         net.set_train(False)
         return yaml_path, tmp_path / "run", path, net

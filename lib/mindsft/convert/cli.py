@@ -12,7 +12,9 @@ def register(subparsers) -> None:
         "with MindFormers' parameter names, one tensor at a time; --reversed turns a "
         "MindSpore checkpoint into an HF folder of sharded safetensors.",
     )
-    p.add_argument("--model", default="llama", help="model family (only llama)")
+    p.add_argument(
+        "--model", default="llama", help="model family; only llama (default: %(default)s)"
+    )
     p.add_argument("--input_path", required=True, help="HF folder, or the .ckpt with --reversed")
     p.add_argument(
         "--output_path", required=True, help=".ckpt file, or the HF folder with --reversed"
@@ -24,7 +26,9 @@ def register(subparsers) -> None:
         "with --reversed, as in the checkpoint)",
     )
     p.add_argument(
-        "--reversed", action="store_true", help="MindSpore checkpoint -> HF safetensors folder"
+        "--reversed",
+        action="store_true",
+        help="convert a MindSpore checkpoint to an HF safetensors folder (default: off)",
     )
     p.add_argument(
         "--config",

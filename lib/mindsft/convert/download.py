@@ -97,9 +97,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "download",
         help="download an HF model (config, tokenizer, weights) with huggingface_hub",
-        description=__doc__.splitlines()[0],
+        description="Fetch an HF model folder - config, tokenizer and weights (safetensors "
+        "when the repository has them, else pytorch_model*.bin) - from the Hub or its local "
+        "cache with huggingface_hub. The token comes from HF_TOKEN and is never printed; "
+        "HF_HUB_OFFLINE=1 uses the cache only.",
     )
-    p.add_argument("--repo_id", required=True, help="e.g. meta-llama/Llama-2-7b-hf")
-    p.add_argument("--revision", default=None, help="branch, tag or commit (default main)")
-    p.add_argument("--output_dir", required=True)
+    p.add_argument(
+        "--repo_id", required=True, help="the Hub repository, e.g. meta-llama/Llama-2-7b-hf"
+    )
+    p.add_argument(
+        "--revision", default=None, help="branch, tag or commit (default: the main branch)"
+    )
+    p.add_argument("--output_dir", required=True, help="the model folder to write")
     p.set_defaults(func=lambda a: print(f"wrote {download(a.repo_id, a.output_dir, a.revision)}"))

@@ -14,6 +14,7 @@ from mindsft.convert import hf_folder, names, raw, safetensors_io
 from mindsft.convert.ckpt import CkptWriter, scan_ckpt
 from mindsft.errors import MindsftError
 from mindsft.files import read_json
+from mindsft.progress import progress_bar
 
 SIDECAR_SUFFIX = ".config.json"  # `OUT.ckpt.config.json`: the HF config a checkpoint came from
 HF_SHARD_BYTES = 5 * 1024**3  # transformers' save_pretrained default max_shard_size
@@ -119,9 +120,13 @@ def convert_hf_to_ms(input_dir, output_path, dtype: str = "fp32") -> dict:
     _check_tensors(found, config, input_dir, config_path)
     plan = _in_order(plan, config, lambda t: t.src.name, source=lambda t: t.src.path)
     sidecar = dict(config, torch_dtype=_TORCH_DTYPE[dst])
-    with CkptWriter(output_path, suffixes=(SIDECAR_SUFFIX,)) as writer:
+    with (
+        CkptWriter(output_path, suffixes=(SIDECAR_SUFFIX,)) as writer,
+        progress_bar(len(plan), desc="convert-weight", unit="tensor") as bar,
+    ):
         for t in plan:
             writer.write_raw(t.name, t.dtype, t.shape, t.chunks())
+            bar.update(1)
         writer.companion(SIDECAR_SUFFIX).write_text(json.dumps(sidecar, indent=2) + "\n")
     return {"tensors": len(plan), "skipped": skipped, "dtype": dtype}
 
@@ -158,7 +163,7 @@ def convert_ms_to_hf(ckpt, output_dir, config=None, dtype=None, max_shard_bytes=
             raise MindsftError(
                 f"{ckpt}: tensor {t.name!r} is a LoRA weight; merge it first (mindsft merge-lora)"
             )
-        if not t.name.startswith(("model.", "lm_head.")):
+        if not t.name.startswith(names.MODEL_PREFIXES):
             skipped.append(t.name)  # optimizer state, step counters
             continue
         try:
@@ -177,9 +182,12 @@ def convert_ms_to_hf(ckpt, output_dir, config=None, dtype=None, max_shard_bytes=
     out_types = {t.dtype for t in plan}
     if len(out_types) == 1:
         hf_config = dict(hf_config, torch_dtype=_TORCH_DTYPE[out_types.pop()])
-    with atomic_output(output_dir) as tmp:
+    with (
+        atomic_output(output_dir) as tmp,
+        progress_bar(len(plan), desc="convert-weight", unit="tensor") as bar,
+    ):
         tmp.mkdir()
-        safetensors_io.write_sharded(tmp, plan, max_shard_bytes)
+        safetensors_io.write_sharded(tmp, plan, max_shard_bytes, on_tensor=bar.update)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         if config is not None and Path(config).is_dir():
             tokenizer = Path(config) / "tokenizer.model"

@@ -28,6 +28,10 @@ HF_TO_MS = {
 
 MS_TO_HF = {ms: hf for hf, ms in HF_TO_MS.items() if ms is not None}
 
+# what the names of a Llama checkpoint's weights start with (optimizer state, step
+# counters and data position do not)
+MODEL_PREFIXES = ("model.", "lm_head.")
+
 _LAYER = re.compile(r"\.(\d+)\.")
 
 

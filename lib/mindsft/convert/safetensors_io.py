@@ -62,10 +62,10 @@ def read_header(path) -> list:
     return entries
 
 
-def write_safetensors(path, tensors, metadata=None) -> None:
+def write_safetensors(path, tensors, metadata=None, on_tensor=None) -> None:
     """Write `tensors` (objects with name, dtype, shape and chunks(), such as
-    `raw.FileTensor`) to one safetensors file, streaming each tensor's bytes.
-    The caller makes the path atomic."""
+    `raw.FileTensor`) to one safetensors file, streaming each tensor's bytes;
+    `on_tensor`, when given, is called after each. The caller makes the path atomic."""
     header, offset = {"__metadata__": metadata or {"format": "pt"}}, 0
     for t in tensors:
         nbytes = raw.nbytes_of(t.dtype, t.shape)
@@ -86,6 +86,8 @@ def write_safetensors(path, tensors, metadata=None) -> None:
                 raise MindsftError(
                     f"{path}: tensor {t.name!r} needs {end - begin} bytes, got {written}"
                 )
+            if on_tensor is not None:
+                on_tensor()
 
 
 def plan_shards(tensors, max_shard_bytes: int) -> list:
@@ -102,15 +104,16 @@ def plan_shards(tensors, max_shard_bytes: int) -> list:
     return shards
 
 
-def write_sharded(folder, tensors, max_shard_bytes: int) -> dict:
+def write_sharded(folder, tensors, max_shard_bytes: int, on_tensor=None) -> dict:
     """Write `tensors` as HF-style shards `model-0000i-of-0000n.safetensors` plus
-    `model.safetensors.index.json` into an existing `folder`; returns the index."""
+    `model.safetensors.index.json` into an existing `folder`; returns the index.
+    `on_tensor`, when given, is called after each tensor is written."""
     folder = Path(folder)
     shards = plan_shards(tensors, max_shard_bytes)
     weight_map, total = {}, 0
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        write_safetensors(folder / name, shard)
+        write_safetensors(folder / name, shard, on_tensor=on_tensor)
         for t in shard:
             weight_map[t.name] = name
             total += raw.nbytes_of(t.dtype, t.shape)

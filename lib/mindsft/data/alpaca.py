@@ -32,8 +32,8 @@ def load_json_list(path) -> list:
     return data
 
 
-def _check_record(path, index: int, record) -> None:
-    where = f"{path}: record {index}"
+def check_record(record, where: str) -> None:
+    """An alpaca record: an object with string `instruction`, `output` and optional `input`."""
     if not isinstance(record, dict):
         raise MindsftError(f"{where}: expected an object, got {type(record).__name__}")
     for key in REQUIRED_KEYS:
@@ -57,7 +57,7 @@ def to_conversations(records: list, path="<records>") -> list:
     """Alpaca records -> `[{"id": "1", "conversations": [human, gpt]}, ...]`."""
     out = []
     for index, record in enumerate(records):
-        _check_record(path, index, record)
+        check_record(record, f"{path}: record {index}")
         out.append(
             {
                 "id": str(index + 1),

@@ -27,12 +27,15 @@ import numpy as np
 
 from mindsft.atomic import atomic_output
 from mindsft.data.alpaca import load_json_list
+from mindsft.data.formats import is_json_lines, iter_json_lines
 from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows
 from mindsft.data.rows import Stats, qa_chunk, wiki_chunk
+from mindsft.data.template import TEMPLATE_NAME, check_template
 from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
 from mindsft.files import read_text
+from mindsft.progress import progress_bar
 
 MIN_SEQ_LENGTH = 16
 CHUNK_RECORDS = 512  # conversations per worker task
@@ -151,23 +154,73 @@ def input_files(pattern: str) -> list:
     return files
 
 
-def qa_tasks(files: list, length: int):
-    for path in files:
-        records = iter_json_list(path)
+class InputProgress:
+    """How far the tasks have read into the input files, in bytes (the position
+    after each task, in task order), and the progress bar that follows it."""
+
+    def __init__(self, files: list):
+        self.sizes = [os.path.getsize(f) for f in files]
+        self.total = sum(self.sizes)
+        self.file = None  # the open input file
+        self.after = collections.deque()
+
+    def opened(self, f) -> None:
+        self.file = f
+
+    def mark(self, k: int, fraction=None) -> None:
+        """A task was cut from files[k]: up to where its reader is (all of it once
+        closed), or up to `fraction` of it."""
+        size = self.sizes[k]
+        if fraction is not None:
+            done = int(fraction * size)
+        else:
+            try:
+                done = min(self.file.buffer.tell(), size)
+            except (AttributeError, ValueError):
+                done = size
+        self.after.append(sum(self.sizes[:k]) + done)
+
+    def follow(self, results, bar, stats: Stats):
+        """`results`, moving `bar` on (and its row count) as each is written."""
+        for result in results:
+            yield result
+            bar.update(self.after.popleft() - bar.n)
+            bar.set_postfix(rows=stats.rows, refresh=False)
+
+
+def qa_tasks(files: list, length: int, template: str, train_on_prompt: bool, progress):
+    for k, path in enumerate(files):
+        records = iter_records(path, progress.opened)
         for start in itertools.count(0, CHUNK_RECORDS):
             chunk = list(itertools.islice(records, CHUNK_RECORDS))
             if not chunk:
                 break
-            yield "qa", (chunk, start, path, length)
+            values, lines = (list(column) for column in zip(*chunk, strict=True))
+            lines = None if lines[0] is None else lines
+            progress.mark(k)
+            yield "qa", (values, start, path, length, template, train_on_prompt, lines)
 
 
-def iter_json_list(path):
+def iter_records(path, opened=None):
+    """(record, line number) of a JSON Lines file; (record, None) of a JSON list.
+    `opened` is called with the file once it is open."""
+    if is_json_lines(path):
+        yield from iter_json_lines(path, opened)
+    else:
+        for record in iter_json_list(path, opened):
+            yield record, None
+
+
+def iter_json_list(path, opened=None):
     """The records of a file holding a JSON list, parsed one by one as they are
     needed, from a buffer of a block or two (the workers start on the first chunk,
     and memory holds only the records in flight); a file that is not a non-empty
-    JSON list fails with load_json_list's one-line error."""
+    JSON list fails with load_json_list's one-line error. `opened` is called with
+    the file once it is open."""
     try:
         with open(path, encoding="utf-8") as f:
+            if opened is not None:
+                opened(f)
             stream = _JsonStream(f)
             if stream.next_char() != "[":
                 _json_list_error(path)
@@ -229,26 +282,46 @@ def _json_list_error(path):
     raise MindsftError(f"{path}: not valid JSON")
 
 
-def wiki_tasks(files: list):
-    for path in files:
+def wiki_tasks(files: list, progress):
+    for k, path in enumerate(files):
         paragraphs = wiki_paragraphs(clean_wikitext(read_text(path, "input file")))
         for start in range(0, len(paragraphs), CHUNK_PARAGRAPHS):
-            yield "wiki", (paragraphs[start : start + CHUNK_PARAGRAPHS],)
+            end = min(start + CHUNK_PARAGRAPHS, len(paragraphs))
+            progress.mark(k, end / len(paragraphs))
+            yield "wiki", (paragraphs[start:end],)
 
 
 # ---- the stage
 
 
-def preprocess(
-    dataset_type: str, input_glob: str, model_file, seq_length: int, output_file, workers: int = 1
-) -> Stats:
-    """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats."""
+def _check_options(dataset_type, seq_length, workers, template, train_on_prompt) -> None:
     if dataset_type not in SCHEMAS:
         raise MindsftError(f"dataset_type {dataset_type!r}: expected one of {sorted(SCHEMAS)}")
     if seq_length < MIN_SEQ_LENGTH:
         raise MindsftError(f"seq_length {seq_length}: must be at least {MIN_SEQ_LENGTH}")
     if workers < 1:
         raise MindsftError(f"workers {workers}: must be at least 1")
+    if dataset_type == "wiki" and (template != TEMPLATE_NAME or train_on_prompt):
+        raise MindsftError(
+            "template and train_on_prompt apply to qa data; wiki rows train on every token"
+        )
+    check_template(template)
+
+
+def preprocess(
+    dataset_type: str,
+    input_glob: str,
+    model_file,
+    seq_length: int,
+    output_file,
+    workers: int = 1,
+    template: str = TEMPLATE_NAME,
+    train_on_prompt: bool = False,
+) -> Stats:
+    """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats.
+    qa records are laid out in FastChat `template`; `train_on_prompt` trains on the
+    whole text, not only the answers (see chat_rows.py)."""
+    _check_options(dataset_type, seq_length, workers, template, train_on_prompt)
     files = input_files(input_glob)
     tok = SentencePieceTokenizer(model_file)
     length = seq_length + 1
@@ -259,8 +332,16 @@ def preprocess(
         atomic_output(output_file, suffixes=(".db",)) as tmp,
         atomic_output(stats_file) as tmp_stats,
     ):
-        tasks = qa_tasks(files, length) if dataset_type == "qa" else wiki_tasks(files)
-        with OrderedResults(tasks, tok.model_file, workers) as results:
+        progress = InputProgress(files)
+        if dataset_type == "qa":
+            tasks = qa_tasks(files, length, template, train_on_prompt, progress)
+        else:
+            tasks = wiki_tasks(files, progress)
+        with (
+            OrderedResults(tasks, tok.model_file, workers) as ordered,
+            progress_bar(progress.total, desc="preprocess", unit="B", unit_scale=True) as bar,
+        ):
+            results = progress.follow(ordered, bar, stats)
             # MindSpore is imported here, while the workers run the first tasks
             with MindRecordWriter(
                 tmp, output_file.name, SCHEMAS[dataset_type], dataset_type
@@ -276,14 +357,11 @@ def preprocess(
                         f"{input_glob}: empty dataset (no rows of seq_length + 1 = {length} tokens)"
                     )
                 out.finish()
-        summary = {
-            "dataset_type": dataset_type,
-            "seq_length": seq_length,
-            **dataclasses.asdict(stats),
-            "tokenizer_sha256": tok.sha256(),
-            "inputs": files,
-        }
-        tmp_stats.write_text(json.dumps(summary, indent=2) + "\n")
+        how = {"dataset_type": dataset_type, "seq_length": seq_length}
+        if dataset_type == "qa":
+            how.update(template=template, train_on_prompt=train_on_prompt)
+        summary = {**how, **dataclasses.asdict(stats), "tokenizer_sha256": tok.sha256()}
+        tmp_stats.write_text(json.dumps({**summary, "inputs": files}, indent=2) + "\n")
     return stats
 
 

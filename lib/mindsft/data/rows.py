@@ -1,5 +1,7 @@
 """MindRecord rows from conversations (qa) and from text (wiki), as MindFormers'
-`llama_preprocess.py` builds them, and the statistics of what was built.
+`llama_preprocess.py` builds them, and the statistics of what was built. Records of
+any shape formats.py reads; other templates than vicuna_v1.1, and trained prompts,
+are built by chat_rows.py.
 
 qa: the vicuna_v1.1 prompt is cut into rounds at `</s>` (up to the first empty
 one); `input_ids` is BOS, then each round's tokens followed by EOS, padded with the
@@ -24,16 +26,17 @@ import dataclasses
 
 import numpy as np
 
+from mindsft.data.chat_rows import IGNORE_INDEX, chat_row
+from mindsft.data.formats import Conversation, to_conversation
 from mindsft.data.template import (
     ASSISTANT_SEP,
     ROUND_SEP,
     SYSTEM_PREFIX,
+    TEMPLATE_NAME,
     USER_PREFIX,
     conversation_prompt,
 )
-from mindsft.errors import MindsftError
 
-IGNORE_INDEX = -100
 ASSISTANT_END = ASSISTANT_SEP.rstrip(" ")  # " ASSISTANT:"
 
 
@@ -106,13 +109,9 @@ class _RoundPlan:
         return encoded[0], len(encoded[1]) - 1
 
 
-def record_plans(record, where: str, tok) -> list:
-    if not isinstance(record, dict) or "conversations" not in record:
-        raise MindsftError(f"{where}: expected an object with 'conversations'")
-    if "id" in record:
-        where += f" (id {record['id']!r})"
+def record_plans(conv: Conversation, tok) -> list:
     plans, instructed = [], True
-    for text in prompt_rounds(conversation_prompt(record["conversations"], where)):
+    for text in prompt_rounds(conversation_prompt(conv.turns, conv.where, conv.system)):
         instructed = instructed and text.count(ASSISTANT_SEP) == 1
         plans.append(_RoundPlan(text, instructed, tok))
     return plans
@@ -142,15 +141,44 @@ def qa_row(rounds: list, length: int, tok) -> tuple:
     return input_ids, labels, n
 
 
-def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
-    """Rows for records[start:start + len(records)] of `source`: int32 arrays
-    (n, length) of input_ids and labels, and their Stats."""
-    plans = [record_plans(r, f"{source}: record {start + k}", tok) for k, r in enumerate(records)]
-    flat, offsets = tok.encode_flat([t for rounds in plans for plan in rounds for t in plan.texts])
-    offsets = offsets.tolist()  # Python ints: cheaper than numpy scalars one at a time
+def qa_chunk(
+    tok,
+    records: list,
+    start: int,
+    source,
+    length: int,
+    template: str = TEMPLATE_NAME,
+    train_on_prompt: bool = False,
+    lines: list | None = None,
+) -> tuple:
+    """Rows for records[start:start + len(records)] of `source` (any shape formats.py
+    reads; `lines`: their line numbers in a JSON Lines file) in FastChat `template`:
+    int32 arrays (n, length) of input_ids and labels, and their Stats."""
+    convs = [
+        to_conversation(r, f"{source}: " + (f"line {lines[k]}" if lines else f"record {start + k}"))
+        for k, r in enumerate(records)
+    ]
     input_ids = np.empty((len(records), length), dtype=np.int32)
     labels = np.empty_like(input_ids)
     stats = Stats(rows=len(records))
+    if template == TEMPLATE_NAME and not train_on_prompt:
+        _mindformers_rows(tok, convs, length, input_ids, labels, stats)
+    else:
+        for k, conv in enumerate(convs):
+            input_ids[k], labels[k], n = chat_row(tok, conv, template, train_on_prompt, length)
+            stats.tokens += min(n, length)
+            stats.rows_truncated += n > length
+    trained = np.count_nonzero(labels != IGNORE_INDEX, axis=1)
+    stats.trained_tokens = int(trained.sum())
+    stats.rows_fully_masked = int(np.count_nonzero(trained == 0))
+    return input_ids, labels, stats
+
+
+def _mindformers_rows(tok, convs: list, length: int, input_ids, labels, stats: Stats) -> None:
+    """Fill the rows of vicuna_v1.1 conversations as MindFormers masks them."""
+    plans = [record_plans(conv, tok) for conv in convs]
+    flat, offsets = tok.encode_flat([t for rounds in plans for plan in rounds for t in plan.texts])
+    offsets = offsets.tolist()  # Python ints: cheaper than numpy scalars one at a time
     split = _SplitRows(tok, flat)
     text = 0
     for k, rounds in enumerate(plans):
@@ -170,10 +198,6 @@ def qa_chunk(tok, records: list, start: int, source, length: int) -> tuple:
         stats.tokens += min(n, length)
         stats.rows_truncated += n > length
     split.write(input_ids, labels, length, stats)
-    trained = np.count_nonzero(labels != IGNORE_INDEX, axis=1)
-    stats.trained_tokens = int(trained.sum())
-    stats.rows_fully_masked = int(np.count_nonzero(trained == 0))
-    return input_ids, labels, stats
 
 
 class _SplitRows:

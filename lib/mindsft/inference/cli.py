@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mindsft.atomic import atomic_output
 from mindsft.cli import str2bool
-from mindsft.data.template import CHAT_TEMPLATES, TEMPLATE_NAME
+from mindsft.data.template import NO_TEMPLATE, TEMPLATE_NAME
 from mindsft.errors import MindsftError
 
 CONFIG_HELP = "MindFormers YAML, or HF config.json (or its folder)"
@@ -19,6 +19,11 @@ METRICS = {
 
 
 def register(subparsers) -> None:
+    _register_evaluate(subparsers)
+    _register_generate(subparsers)
+
+
+def _register_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="loss and perplexity (or exact match and F1) of a checkpoint",
@@ -36,13 +41,27 @@ def register(subparsers) -> None:
     )
     p.add_argument("--output", required=True, help="metrics JSON to write")
     p.add_argument(
-        "--batch_size", type=int, default=1, help="rows per forward pass or decoded together"
+        "--batch_size",
+        type=int,
+        default=1,
+        help="rows per forward pass, or prompts decoded together (default: %(default)s)",
     )
-    p.add_argument("--metric", default="perplexity", help=f"one of {', '.join(METRICS)}")
-    p.add_argument("--model_file", help="em_f1: SentencePiece tokenizer.model")
-    p.add_argument("--max_new_tokens", type=int, default=64, help="em_f1: answer length cap")
+    p.add_argument(
+        "--metric",
+        default="perplexity",
+        help=f"what to compute: {', '.join(METRICS)} (default: %(default)s)",
+    )
+    p.add_argument("--model_file", help="em_f1: the SentencePiece tokenizer.model (default: none)")
+    p.add_argument(
+        "--max_new_tokens",
+        type=int,
+        default=64,
+        help="em_f1: most tokens of an answer (default: %(default)s)",
+    )
     p.set_defaults(func=run_evaluate)
 
+
+def _register_generate(subparsers) -> None:
     g = subparsers.add_parser(
         "generate",
         help="continue a prompt with a checkpoint (greedy or sampled, KV cache)",
@@ -53,19 +72,50 @@ def register(subparsers) -> None:
     g.add_argument("--load_checkpoint", required=True, help="MindSpore .ckpt")
     g.add_argument("--model_file", required=True, help="SentencePiece tokenizer.model")
     g.add_argument("--prompt", required=True, help="the user's text")
-    g.add_argument("--max_new_tokens", type=int, default=128)
-    g.add_argument("--do_sample", type=str2bool, default=False, help="True: sample; False: greedy")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top_k", type=int, default=0, help="keep the k most likely tokens (0: all)")
-    g.add_argument("--top_p", type=float, default=1.0, help="nucleus mass to keep (1.0: all)")
-    g.add_argument("--seed", type=int, default=0, help="seeds sampling")
+    g.add_argument(
+        "--max_new_tokens",
+        type=int,
+        default=128,
+        help="most tokens to generate (default: %(default)s)",
+    )
+    g.add_argument(
+        "--do_sample",
+        type=str2bool,
+        default=False,
+        help="True: sample; False: greedy (default: %(default)s)",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="divides the logits before sampling (default: %(default)s)",
+    )
+    g.add_argument(
+        "--top_k",
+        type=int,
+        default=0,
+        help="sample from the k most likely tokens; 0: all (default: %(default)s)",
+    )
+    g.add_argument(
+        "--top_p",
+        type=float,
+        default=1.0,
+        help="sample from the smallest set of tokens with this much mass; 1.0: all "
+        "(default: %(default)s)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seeds sampling (default: %(default)s)")
     g.add_argument(
         "--template",
-        choices=CHAT_TEMPLATES,
         default=TEMPLATE_NAME,
-        help="wrap the prompt as the fine-tuning data was (FastChat vicuna_v1.1), or none",
+        help="the FastChat template the fine-tuning data was laid out in (any that "
+        f"`preprocess --template` takes), or {NO_TEMPLATE} for the text as it is "
+        "(default: %(default)s)",
     )
-    g.add_argument("--output", default=None, help="also write prompt, ids and completion as JSON")
+    g.add_argument(
+        "--output",
+        default=None,
+        help="also write prompt, ids and completion to this JSON file (default: none)",
+    )
     g.set_defaults(func=run_generate)
 
 
@@ -119,8 +169,8 @@ def run_generate(args) -> int:
     from mindsft.inference.generate import load_generator
 
     check_generate_args(args)
+    text = chat_prompt(args.prompt, args.template)  # an unknown template fails here
     generator, tokenizer = load_generator(args.config, args.load_checkpoint, args.model_file)
-    text = chat_prompt(args.prompt, args.template)
     settings = {k: getattr(args, k) for k in SETTINGS}
     done = generator.complete(tokenizer, text, **settings)
     print(done.text)

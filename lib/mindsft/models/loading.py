@@ -5,11 +5,11 @@ from pathlib import Path
 
 import mindspore as ms
 
+from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.errors import MindsftError
 from mindsft.models.llama import LlamaForCausalLM
 
 EMBEDDING = "model.tok_embeddings.embedding_weight"
-MODEL_PREFIXES = ("model.", "lm_head.")  # names a Llama checkpoint's weights start with
 
 
 def _listing(names, limit=6) -> str:

@@ -9,14 +9,14 @@ from pathlib import Path
 from mindsft.atomic import atomic_output
 from mindsft.convert import raw
 from mindsft.convert.ckpt import scan_ckpt
+from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.convert.safetensors_io import write_safetensors
 from mindsft.errors import MindsftError
 from mindsft.files import read_yaml
 from mindsft.models.config import LlamaConfig
 from mindsft.pet import peft
 from mindsft.pet.config import LORA_A, LORA_B, LoraConfig, is_lora_param
-
-MODEL_PREFIXES = ("model.", "lm_head.")  # a Llama checkpoint's weights, not optimizer state
+from mindsft.train.merge import resolve_checkpoint
 
 
 def read_lora_yaml(path) -> tuple:
@@ -33,19 +33,6 @@ def read_lora_yaml(path) -> tuple:
         raise MindsftError(f"{path}: {exc}") from None
     config = LlamaConfig.from_mindformers(model_config, where=f"{path}: model.model_config")
     return config, lora
-
-
-def find_checkpoint(path) -> Path:
-    """A checkpoint file, or the newest `*.ckpt` of rank 0 in a run folder
-    (`OUT/checkpoint/rank_0/`, or `OUT/train/checkpoint/rank_0/`)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    for folder in (path / "checkpoint" / "rank_0", path / "train" / "checkpoint" / "rank_0"):
-        found = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-        if found:
-            return found[-1]
-    raise MindsftError(f"{path}: no checkpoint file, and no checkpoint/rank_0/*.ckpt under it")
 
 
 def lora_tensors(ckpt: Path) -> dict:
@@ -124,7 +111,7 @@ def export_adapter(config_path, lora_checkpoint, output_dir, base_model_name_or_
     adapter in `output_dir`, after checking them against the YAML's pet_config.
     Returns the adapter_config written."""
     config, lora = read_lora_yaml(config_path)
-    ckpt = find_checkpoint(lora_checkpoint)
+    ckpt = resolve_checkpoint(lora_checkpoint)
     modules = lora_tensors(ckpt)
     selected = check_against_config(modules, config, lora, ckpt, config_path)
     tensors = [

@@ -43,10 +43,21 @@ def register(subparsers) -> None:
         help="memory per device: 64GB, 58GiB, 512MB or bytes "
         "(default: context.max_device_memory; GB counts in 1024s, as MindSpore)",
     )
-    p.add_argument("--seq_length", type=int, help="override model_config.seq_length")
-    p.add_argument("--batch_size", type=int, help="override runner_config.batch_size (per device)")
     p.add_argument(
-        "--recompute", type=str2bool, help="override recompute_config.recompute (True/False)"
+        "--seq_length", type=int, help="tokens per row (default: model_config.seq_length)"
     )
-    p.add_argument("--output", help="also write the plan as JSON here (plan.json)")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        help="rows per device and step (default: runner_config.batch_size)",
+    )
+    p.add_argument(
+        "--recompute",
+        type=str2bool,
+        help="True: recompute each layer's activations in the backward pass "
+        "(default: recompute_config.recompute)",
+    )
+    p.add_argument(
+        "--output", help="also write the plan as JSON to this file, e.g. plan.json (default: none)"
+    )
     p.set_defaults(func=run)

@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import mindspore as ms
 import numpy as np
 
 from mindsft.atomic import atomic_output
@@ -124,6 +123,8 @@ class RunCheckpoints:
     def save(self, rank: int, epoch: int, step: int, tensors: dict, keep_max: int) -> Path:
         """Write {name: Tensor} as `rank`'s checkpoint of (epoch, step) atomically,
         then prune the rank to `keep_max` files."""
+        import mindspore as ms  # here: finding checkpoints needs no MindSpore
+
         path = self.file(rank, epoch, step)
         with atomic_output(path) as tmp:
             records = [{"name": n, "data": t} for n, t in tensors.items()]
@@ -136,6 +137,8 @@ class RunCheckpoints:
 def position_tensors(epoch: int, step_in_epoch: int) -> dict:
     """Scalars saving the data position (0-based epoch, optimizer steps done in it);
     the optimizer's own `global_step` completes it."""
+    import mindspore as ms
+
     return {"epoch_num": ms.Tensor(np.int32(epoch)), "step_num": ms.Tensor(np.int32(step_in_epoch))}
 
 

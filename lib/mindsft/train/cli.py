@@ -17,9 +17,18 @@ def run_merge(args) -> int:
 
 
 def register(subparsers) -> None:
+    _register_finetune(subparsers)
+    _register_merge(subparsers)
+
+
+def _register_finetune(subparsers) -> None:
     p = subparsers.add_parser(
         "finetune",
         help="full or LoRA fine-tuning from a MindFormers-style YAML (`run --run_mode finetune`)",
+        description="Fine-tune a Llama from a MindFormers finetune YAML (full, or LoRA with "
+        "model_config.pet_config) on a qa MindRecord, as run_mindformer.py --run_mode "
+        "finetune does; checkpoints go to OUTPUT_DIR/checkpoint/rank_*/, the per-step loss "
+        "to OUTPUT_DIR/loss.jsonl. The command-line flags override the YAML.",
     )
     p.add_argument("--config", required=True, help="finetune YAML (MindFormers shape)")
     p.add_argument(
@@ -29,23 +38,43 @@ def register(subparsers) -> None:
     p.add_argument(
         "--output_dir", required=True, type=Path, help="checkpoints, loss.jsonl, msrun_log/"
     )
-    p.add_argument("--use_parallel", type=str2bool, default=False, help="data parallel under msrun")
+    p.add_argument(
+        "--use_parallel",
+        type=str2bool,
+        default=False,
+        help="True: data parallel, one worker per device under msrun (default: %(default)s)",
+    )
     p.add_argument(
         "--resume_training",
         type=str2bool,
         nargs="?",
         const=True,
         default=False,
-        help="continue from the newest checkpoint in output_dir",
+        help="continue from the newest checkpoint every rank has in output_dir "
+        "(default: %(default)s)",
     )
-    p.add_argument("--epochs", type=int, help="override runner_config.epochs")
-    p.add_argument("--batch_size", type=int, help="override runner_config.batch_size (per worker)")
-    p.add_argument("--num_samples", type=int, help="use only this many rows per epoch")
-    p.add_argument("--seed", type=int, help="override seed")
+    p.add_argument("--epochs", type=int, help="passes over the data (default: the YAML's)")
+    p.add_argument(
+        "--batch_size", type=int, help="rows per worker and micro-batch (default: the YAML's)"
+    )
+    p.add_argument(
+        "--num_samples", type=int, help="use only this many rows per epoch (default: all)"
+    )
+    p.add_argument(
+        "--seed", type=int, help="seeds LoRA, shuffling and dropout (default: the YAML's)"
+    )
     add_msrun_flags(p)
     p.set_defaults(func=run_command, run_mode="finetune")
 
-    m = subparsers.add_parser("merge-lora", help="fold LoRA matrices into the base weights")
+
+def _register_merge(subparsers) -> None:
+    m = subparsers.add_parser(
+        "merge-lora",
+        help="fold LoRA matrices into the base weights",
+        description="Write base + (lora_alpha / lora_rank) B @ A as one checkpoint with the "
+        "base's names and dtypes, as MindFormers' transform_ckpt_lora.py does; for a full "
+        "fine-tuning run, rank 0's weights after checking the other ranks hold the same.",
+    )
     m.add_argument(
         "--config", required=True, help="the finetune YAML (its pet_config gives alpha/rank)"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from mindsft.errors import MindsftError
 from mindsft.files import read_yaml
 from mindsft.pet.config import LoraConfig
+from mindsft.train.tensorboard import TensorBoardConfig
 
 OPTIMIZERS = ("AdamWeightDecay", "FP32StateAdamWeightDecay", "AdamW")
 SCHEDULES = ("CosineWithWarmUpLR", "ConstantWarmUpLR", "constant_with_warmup")
@@ -211,6 +212,8 @@ class FinetuneConfig:
     """The YAML path."""
     run: RunConfig = field(default_factory=RunConfig)
     """run_mindformer.py's top-level settings (run_mode, datasets, do_eval, ...)."""
+    tensorboard: TensorBoardConfig | None = None
+    """Set when tensorboard.tensorboard_dir is: event files of the run."""
 
 
 def _flatten(d, prefix=""):
@@ -372,6 +375,7 @@ def _unsupported(raw: dict, flat_callbacks: dict, model_config: dict) -> list:
         "callbacks.CheckpointMonitor.prefix",
         "callbacks.CheckpointMonitor.save_checkpoint_steps",
         "callbacks.CheckpointMonitor.keep_checkpoint_max",
+        "tensorboard",
         "optimizer.type",
         *(f"optimizer.{k}" for k in raw.get("optimizer") or {}),
         *(f"lr_schedule.{k}" for k in ScheduleConfig.__dataclass_fields__),
@@ -412,6 +416,7 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
         unsupported,
         str(source),
         run=_run(raw, source),
+        tensorboard=TensorBoardConfig.from_yaml(raw.get("tensorboard"), source),
     )
 
 

@@ -6,8 +6,8 @@ weights, after checking the other ranks hold the same ones."""
 from pathlib import Path
 
 from mindsft.convert.ckpt import CkptWriter, iter_ckpt, scan_ckpt
+from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.errors import MindsftError
-from mindsft.models.loading import MODEL_PREFIXES
 from mindsft.pet.config import is_lora_param
 from mindsft.pet.merge import lora_pairs, merge_tensors
 from mindsft.train.checkpoint import RunCheckpoints

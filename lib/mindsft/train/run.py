@@ -268,39 +268,77 @@ def run_command(args) -> int:
 def add_msrun_flags(parser) -> None:
     """msrun's own flags, for training with --use_parallel True."""
     g = parser.add_argument_group("msrun (with --use_parallel True)")
-    g.add_argument("--worker_num", type=int, help="total workers; mindsft starts msrun when > 1")
+    g.add_argument(
+        "--worker_num",
+        type=int,
+        help="total workers; mindsft starts msrun when > 1 (default: none, for a process "
+        "msrun started)",
+    )
     g.add_argument(
         "--local_worker_num", type=int, help="workers on this node (default: worker_num)"
     )
-    g.add_argument("--master_addr", help="scheduler address for multi-node runs")
     g.add_argument(
-        "--master_port", type=int, default=8118, help="scheduler port (msrun's default 8118)"
+        "--master_addr", help="scheduler address for multi-node runs (default: 127.0.0.1)"
     )
-    g.add_argument("--node_rank", type=int, help="this node's rank in a multi-node run")
+    g.add_argument(
+        "--master_port", type=int, default=8118, help="scheduler port (default: %(default)s)"
+    )
+    g.add_argument(
+        "--node_rank", type=int, help="this node's rank in a multi-node run (default: 0)"
+    )
+
+
+YAMLS = "(default: the YAML's)"
 
 
 def _add_run_flags(p) -> None:
     p.add_argument("--config", required=True, help="MindFormers YAML (train, finetune, ...)")
-    p.add_argument("--run_mode", choices=MODES, help="default: the YAML's run_mode")
-    p.add_argument("--load_checkpoint", help="checkpoint to start from, evaluate or predict with")
-    p.add_argument("--auto_trans_ckpt", type=mf_bool, help="reshard load_checkpoint if needed")
-    p.add_argument("--src_strategy_path_or_dir", help="the checkpoint's sharding strategy")
-    p.add_argument("--train_dataset_dir", help="train: wiki MindRecord; finetune: qa MindRecord")
-    p.add_argument("--eval_dataset_dir", help="MindRecord evaluated (eval, --do_eval)")
-    p.add_argument("--output_dir", help="checkpoint/, loss.jsonl, results (default ./output)")
-    p.add_argument("--use_parallel", type=mf_bool, help="data parallel under msrun")
+    p.add_argument("--run_mode", choices=MODES, help=f"what to run {YAMLS}")
     p.add_argument(
-        "--resume_training", type=bool_or_name, nargs="?", const=True, help="True: continue"
+        "--load_checkpoint", help=f"checkpoint to start from, evaluate or predict with {YAMLS}"
     )
-    p.add_argument("--do_eval", type=mf_bool, help="evaluate eval_dataset_dir while training")
+    p.add_argument(
+        "--auto_trans_ckpt", type=mf_bool, help=f"True: reshard load_checkpoint if needed {YAMLS}"
+    )
+    p.add_argument("--src_strategy_path_or_dir", help=f"the checkpoint's sharding strategy {YAMLS}")
+    p.add_argument(
+        "--train_dataset_dir", help=f"train: wiki MindRecord; finetune: qa MindRecord {YAMLS}"
+    )
+    p.add_argument("--eval_dataset_dir", help=f"MindRecord evaluated (eval, --do_eval) {YAMLS}")
+    p.add_argument(
+        "--output_dir",
+        help="checkpoint/, loss.jsonl, results (default: the YAML's, else ./output)",
+    )
+    p.add_argument("--use_parallel", type=mf_bool, help=f"True: data parallel under msrun {YAMLS}")
+    p.add_argument(
+        "--resume_training",
+        type=bool_or_name,
+        nargs="?",
+        const=True,
+        help=f"True: continue from the newest checkpoint, or a checkpoint's name {YAMLS}",
+    )
+    p.add_argument(
+        "--do_eval", type=mf_bool, help=f"True: evaluate eval_dataset_dir while training {YAMLS}"
+    )
     for key in TRAIN_OVERRIDES:
-        p.add_argument(f"--{key}", type=int, help=f"override {key}")
-    p.add_argument("--mode", type=int, choices=(0, 1), help="0: compiled step, 1: PyNative")
-    p.add_argument("--predict_data", nargs="+", help="prompt(s), or a file of prompts")
-    p.add_argument("--predict_batch_size", type=int, help="prompts decoded together (default 1)")
-    p.add_argument("--do_sample", type=mf_bool, help="predict: sample instead of greedy")
-    p.add_argument("--device_id", type=int, help="device to run on (no meaning on CPU)")
-    p.add_argument("--device_target", help="Ascend, GPU or CPU: what this MindSpore runs on")
+        p.add_argument(f"--{key}", type=int, help=f"runner setting {key} {YAMLS}")
+    p.add_argument(
+        "--mode", type=int, choices=(0, 1), help=f"0: compiled step, 1: PyNative {YAMLS}"
+    )
+    p.add_argument(
+        "--predict_data", nargs="+", help="prompt(s), or a file of prompts (default: none)"
+    )
+    p.add_argument("--predict_batch_size", type=int, help="prompts decoded together (default: 1)")
+    p.add_argument(
+        "--do_sample", type=mf_bool, help=f"predict: True samples, False is greedy {YAMLS}"
+    )
+    p.add_argument(
+        "--device_id", type=int, help="device to run on; no meaning on CPU (default: MindSpore's)"
+    )
+    p.add_argument(
+        "--device_target",
+        help="Ascend, GPU or CPU: what this MindSpore runs on (default: this MindSpore's)",
+    )
     for flag in NO_EFFECT_FLAGS:
         p.add_argument(f"--{flag}", type=mf_bool, help=argparse.SUPPRESS)
     for flag in UNSUPPORTED_FLAGS:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from tqdm import tqdm
 
 from mindsft.data.reader import MindRecordBatches, require_kind
 from mindsft.errors import MindsftError
@@ -31,11 +30,13 @@ from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
+from mindsft.progress import progress_bar
 from mindsft.train import checkpoint
 from mindsft.train.checkpoint import RunCheckpoints
 from mindsft.train.config import FinetuneConfig
 from mindsft.train.optim import AdamWeightDecay, learning_rate
 from mindsft.train.step import TrainStep
+from mindsft.train.tensorboard import EVAL_LOSS, NO_WRITER, open_writer
 
 # the MindRecord kind each training run mode reads (`preprocess --dataset_type`)
 DATASET_KIND = {"train": "wiki", "finetune": "qa"}
@@ -74,6 +75,7 @@ class Trainer:
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.start_epoch, self.start_step = 0, 0  # position to continue from
         self.last_checkpoint = None
+        self.tensorboard = NO_WRITER  # scalar(tag, value, step); event files while training
 
     # ---- setup --------------------------------------------------------------
     def setup(self) -> None:
@@ -247,7 +249,12 @@ class Trainer:
         done = self.start_epoch * self.steps_per_epoch + self.start_step
         every = max(1, self.cfg.train.save_checkpoint_steps)
         loss = float("nan")
-        with self.dropout, self._loss_log(done) as log, self._progress(done) as bar:
+        with (
+            self.dropout,
+            self._loss_log(done) as log,
+            self._progress(done) as bar,
+            open_writer(self.cfg.tensorboard, self.rank, done) as self.tensorboard,
+        ):
             t0 = time.perf_counter()
             for epoch, step_in_epoch, batches in self._remaining_steps():
                 record = self._train_step(batches, epoch, step_in_epoch, t0)
@@ -315,13 +322,19 @@ class Trainer:
         return self.step_fn.apply(lr_t)
 
     def _record(self, record: dict, log, bar, after_step) -> None:
-        """Hand one step's record on: the loss log, `after_step`, the progress bar."""
+        """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
+        progress bar."""
         if log is not None:
             log.write(json.dumps(record) + "\n")
             log.flush()
+        self.tensorboard.step(record)
         if after_step is not None:
             after_step(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            lr=f"{record['lr']:.2e}",
+            tokens_per_s=f"{record['tokens_per_s']:.0f}",
+        )
         bar.update(1)
 
     # ---- evaluate -----------------------------------------------------------
@@ -358,20 +371,21 @@ class Trainer:
         if log is not None:
             log.write(json.dumps(entry) + "\n")
             log.flush()
+        self.tensorboard.scalar(EVAL_LOSS, metrics["loss"], record["step"])
         self.say(
             f"Eval result: {{'loss': {metrics['loss']:.6f}, 'PPL': {metrics['perplexity']:.4f}}} "
             f"at step {record['step']}, eval time is {entry['eval_time_s']:.3f} s."
         )
         return entry
 
-    def _progress(self, done: int) -> tqdm:
-        return tqdm(
-            total=self.total_steps,
+    def _progress(self, done: int):
+        """Steps done of the run, with the last loss, learning rate, tokens/s and ETA."""
+        return progress_bar(
+            self.total_steps,
             initial=done,
-            disable=None if self.rank == 0 else True,
             desc=self.cfg.run.run_mode or "finetune",
             unit="step",
-            file=sys.stderr,
+            show=self.rank == 0,
         )
 
     @contextmanager
