@@ -18,6 +18,7 @@ Nothing here imports MindSpore, except to give bfloat16 arrays a numpy type.
 
 import contextlib
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,12 @@ class CkptWriter:
 
     def __enter__(self):
         self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_output(self.path, suffixes=self.suffixes))
-        self._file = self._stack.enter_context(open(self._tmp, "wb", buffering=0))
+        try:
+            self._tmp = self._stack.enter_context(atomic_output(self.path, suffixes=self.suffixes))
+            self._file = self._stack.enter_context(open(self._tmp, "wb", buffering=0))
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())  # leaves nothing; may name the target
+            raise
         return self
 
     def companion(self, suffix: str) -> Path:
