@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.data.alpaca import load_json_list
 from mindsft.data.formats import is_json_lines, iter_json_lines
 from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows
@@ -327,6 +327,8 @@ def preprocess(
     length = seq_length + 1
     output_file = Path(output_file)
     stats_file = output_file.with_name(output_file.name + ".stats.json")
+    for path in (output_file, Path(f"{output_file}.db"), stats_file):
+        check_writable(path, "file")
     stats = Stats()
     with (
         atomic_output(output_file, suffixes=(".db",)) as tmp,

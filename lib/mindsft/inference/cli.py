@@ -4,7 +4,7 @@
 import json
 from pathlib import Path
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.cli import str2bool
 from mindsft.data.template import NO_TEMPLATE, TEMPLATE_NAME
 from mindsft.errors import MindsftError
@@ -170,6 +170,8 @@ def run_generate(args) -> int:
 
     check_generate_args(args)
     text = chat_prompt(args.prompt, args.template)  # an unknown template fails here
+    if args.output:
+        check_writable(args.output, "file")
     generator, tokenizer = load_generator(args.config, args.load_checkpoint, args.model_file)
     settings = {k: getattr(args, k) for k in SETTINGS}
     done = generator.complete(tokenizer, text, **settings)

@@ -5,6 +5,7 @@ weights, after checking the other ranks hold the same ones."""
 
 from pathlib import Path
 
+from mindsft.atomic import check_writable
 from mindsft.convert.ckpt import CkptWriter, iter_ckpt, scan_ckpt
 from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.errors import MindsftError
@@ -28,6 +29,7 @@ def resolve_checkpoint(path, rank: int = 0) -> Path:
 def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) -> Path:
     """Write base + (alpha/rank) B @ A in each base tensor's dtype, streamed: the
     LoRA matrices are held (they are small), the base one tensor at a time."""
+    check_writable(output_path, "file")
     lora_path = resolve_checkpoint(lora_checkpoint)
     if cfg.lora is None:
         return take_rank0(lora_path, output_path)

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mindsft.atomic import check_writable
 from mindsft.errors import MindsftError
 from mindsft.train import launch
 from mindsft.train.config import FinetuneConfig, load_finetune_config
@@ -262,6 +263,7 @@ def run_command(args) -> int:
     """`mindsft run` (and `mindsft finetune`): resolve the settings, run the mode."""
     _check_flags(args)
     cfg = resolve(args)
+    check_writable(cfg.run.output_dir, "dir")  # before any work
     return RUNNERS[cfg.run.run_mode](cfg, args)
 
 

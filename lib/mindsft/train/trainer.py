@@ -22,6 +22,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
+from mindsft.atomic import cannot_write
 from mindsft.data.reader import MindRecordBatches, require_kind
 from mindsft.errors import MindsftError
 from mindsft.inference.evaluate import LossEvaluator, check_seq_length
@@ -325,8 +326,10 @@ class Trainer:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
         progress bar."""
         if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            try:
+                log.write((json.dumps(record) + "\n").encode())
+            except OSError as exc:  # a full disk names no file: name the log
+                raise cannot_write(log.name, exc) from None
         self.tensorboard.step(record)
         if after_step is not None:
             after_step(record)
@@ -369,8 +372,10 @@ class Trainer:
             "eval_time_s": time.perf_counter() - t0,
         }
         if log is not None:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
+            try:
+                log.write((json.dumps(entry) + "\n").encode())
+            except OSError as exc:  # a full disk names no file: name the log
+                raise cannot_write(log.name, exc) from None
         self.tensorboard.scalar(EVAL_LOSS, metrics["loss"], record["step"])
         self.say(
             f"Eval result: {{'loss': {metrics['loss']:.6f}, 'PPL': {metrics['perplexity']:.4f}}} "
@@ -404,8 +409,8 @@ class Trainer:
                 for line in path.read_text().splitlines()
                 if line and json.loads(line)["step"] <= done
             ]
-        with path.open("w") as log:
-            log.writelines(line + "\n" for line in kept)
+        with path.open("wb", buffering=0) as log:  # unbuffered: a failed write fails there
+            log.write("".join(line + "\n" for line in kept).encode())
             yield log
 
     # ---- save ---------------------------------------------------------------
