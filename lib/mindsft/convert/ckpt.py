@@ -295,9 +295,14 @@ def scan_ckpt(path) -> list:
     return list(entries.values())
 
 
+def read_entry(entry) -> np.ndarray:
+    """The array of one `scan_ckpt` entry; bfloat16 as MindSpore's numpy bfloat16 type."""
+    array = entry.read()
+    return array.view(_ms_bfloat16()) if entry.dtype == "BF16" else array
+
+
 def iter_ckpt(path):
     """Yield (name, numpy array) for each tensor of a checkpoint, one at a time.
     bfloat16 tensors come as arrays of MindSpore's numpy bfloat16 type."""
     for entry in scan_ckpt(path):
-        array = entry.read()
-        yield entry.name, array.view(_ms_bfloat16()) if entry.dtype == "BF16" else array
+        yield entry.name, read_entry(entry)

@@ -29,6 +29,7 @@ from mindsft.inference.evaluate import LossEvaluator, check_seq_length
 from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
+from mindsft.pet.config import LORA_ALPHA_RECORD
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
 from mindsft.progress import progress_bar
@@ -424,6 +425,8 @@ class Trainer:
         """Write this rank's checkpoint after `step_in_epoch` steps of 0-based `epoch`."""
         tensors = {p.name: p for p in self._saved_parameters()}
         tensors.update(checkpoint.position_tensors(epoch, step_in_epoch))
+        if self.cfg.lora is not None:  # merge-lora checks it against its config
+            tensors[LORA_ALPHA_RECORD] = ms.Tensor(np.float32(self.cfg.lora.lora_alpha))
         self.last_checkpoint = self.ckpts.save(
             self.rank, epoch + 1, step_in_epoch, tensors, self.cfg.train.keep_checkpoint_max
         )
