@@ -357,13 +357,13 @@ def preprocess(
     seq_length by the model's positions."""
     _check_options(dataset_type, workers, template, train_on_prompt)
     check_seq_length(seq_length, model_file, config)
-    files = input_files(input_glob)
-    tok = SentencePieceTokenizer(model_file)
-    length = seq_length + 1
     output_file = Path(output_file)
     stats_file = output_file.with_name(output_file.name + ".stats.json")
     for path in (output_file, Path(f"{output_file}.db"), stats_file):
         check_writable(path, "file")
+    files = input_files(input_glob)
+    tok = SentencePieceTokenizer(model_file)
+    length = seq_length + 1
     stats = Stats()
     with (
         atomic_output(output_file, suffixes=(".db",)) as tmp,

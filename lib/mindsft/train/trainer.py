@@ -49,6 +49,15 @@ def dataset_kind(run_mode) -> str:
     return DATASET_KIND.get(run_mode, "qa")
 
 
+def append_record(log, record: dict) -> None:
+    """Write one JSON line to the loss log (a binary, unbuffered file, so that a full
+    disk fails here, once, and the error names the log)."""
+    try:
+        log.write((json.dumps(record) + "\n").encode())
+    except OSError as exc:
+        raise cannot_write(log.name, exc) from None
+
+
 @dataclass
 class RunPaths:
     """Where a run reads and writes."""
@@ -327,10 +336,7 @@ class Trainer:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
         progress bar."""
         if log is not None:
-            try:
-                log.write((json.dumps(record) + "\n").encode())
-            except OSError as exc:  # a full disk names no file: name the log
-                raise cannot_write(log.name, exc) from None
+            append_record(log, record)
         self.tensorboard.step(record)
         if after_step is not None:
             after_step(record)
@@ -373,10 +379,7 @@ class Trainer:
             "eval_time_s": time.perf_counter() - t0,
         }
         if log is not None:
-            try:
-                log.write((json.dumps(entry) + "\n").encode())
-            except OSError as exc:  # a full disk names no file: name the log
-                raise cannot_write(log.name, exc) from None
+            append_record(log, entry)
         self.tensorboard.scalar(EVAL_LOSS, metrics["loss"], record["step"])
         self.say(
             f"Eval result: {{'loss': {metrics['loss']:.6f}, 'PPL': {metrics['perplexity']:.4f}}} "
