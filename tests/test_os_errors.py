@@ -60,6 +60,12 @@ COMMANDS = {
         "dir",
         "full.yaml",
     ),
+    "run": (
+        ["run", "--config", "{i}/full.yaml", "--run_mode", "eval", "--load_checkpoint"]
+        + ["{i}/base.ckpt", "--eval_dataset_dir", "{i}/data.mindrecord", "--output_dir", "{o}"],
+        "dir",
+        "full.yaml",
+    ),
     "merge-lora": (
         ["merge-lora", "--config", "{i}/lora.yaml", "--base_checkpoint", "{i}/base.ckpt"]
         + ["--lora_checkpoint", "{i}/lora_run", "--output_path", "{o}"],
@@ -85,6 +91,7 @@ COMMANDS = {
         "dir",
         "lora.yaml",
     ),
+    "plan": (["plan", "--config", "{i}/full.yaml", "--output", "{o}"], "file", "full.yaml"),
     "import-adapter": (
         ["import-adapter", "--adapter_dir", "{i}/adapter", "--output_path", "{o}"],
         "file",
@@ -94,6 +101,8 @@ COMMANDS = {
 NAMES = list(COMMANDS)
 # refusals of an output of the other kind that a command words itself
 OWN_REFUSAL = {"export-adapter": "exists and is not an adapter folder"}
+# commands whose output is a run folder they write into, not a file or folder put in place
+RUN_FOLDERS = ("finetune", "run")
 NEEDS_ROOT = pytest.mark.skipif(not IS_ROOT, reason="tmpfs mounts need root (CI runs as root)")
 
 
@@ -111,8 +120,10 @@ def cache_model(hub: Path, repo_id: str, folder: Path) -> None:
 
 
 def finetune_yaml(name: str, out: Path) -> Path:
-    """A shipped tiny finetune YAML for one short epoch at SEQ, in PyNative mode."""
+    """A shipped tiny finetune YAML for one short epoch at SEQ, in PyNative mode, in
+    one process."""
     doc = yaml.safe_load((ROOT / "config" / "finetune" / f"{name}.yaml").read_text())
+    doc["use_parallel"] = False
     doc["model"]["model_config"]["seq_length"] = SEQ
     doc["runner_config"]["epochs"] = 1
     doc["context"]["mode"] = 1
@@ -235,7 +246,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(inputs, tmp_path, 
     out = tmp_path / "full" / "out"
     done, left = run_in_mount(inputs, name, out, "size=64k", fill=True)
     assert_one_line(done, name, str(out), "(No space left on device)")
-    if name == "finetune":  # a run folder keeps its log and folders, never a temporary file
+    if name in RUN_FOLDERS:  # a run folder stays, with its log, never with a temporary file
         assert "filler" in left and not [p for p in left if ".tmp" in p], left
     else:
         assert left == ["filler"]
@@ -275,3 +286,13 @@ def test_an_expected_failure_prints_no_mindspore_warning_unless_asked(inputs, tm
     assert_one_line(done, "evaluate", f"{empty}: the MindRecord holds no rows")
     loud = mindsft(argv, env={**env, "GLOG_v": "2"})
     assert "[WARNING]" in loud.stderr and loud.returncode == 2
+
+
+@pytest.mark.parametrize("name", ["evaluate", "generate", "preprocess", "finetune"])
+def test_a_long_command_checks_its_output_before_reading_any_input(inputs, tmp_path, name):
+    """With every input missing, the error is still the output's: it came first."""
+    out = tmp_path / "taken"
+    out.mkdir() if COMMANDS[name][1] == "file" else out.write_text("x")
+    missing = tmp_path / "missing"
+    done = mindsft(argv_of(missing, name, out), env=environment(inputs))
+    assert_one_line(done, name, f"{out}: cannot write")
