@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from mindsft.errors import MindsftError
 from mindsft.workflow.config import check_config, schema_error
 from mindsft.workflow.dag import upstream_benchmarks
 from mindsft.workflow.provenance import code_sha256
@@ -20,7 +21,10 @@ except WorkflowError as exc:
     raise WorkflowError(
         schema_error(config, ROOT / "config" / "schema.yaml") or str(exc)
     ) from None
-check_config(config, root=ROOT)
+try:  # references, dataset sizes, each run's finetune YAML with its overrides
+    check_config(config, root=ROOT)
+except MindsftError as exc:
+    raise WorkflowError(str(exc)) from None
 
 ENV = "../envs/mindsft.yaml"
 MODELS, DATASETS, RUNS = config["models"], config["datasets"], config["runs"]

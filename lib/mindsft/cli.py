@@ -1,14 +1,20 @@
 """The `mindsft` command. Each subcommand lives beside the code it drives and
 registers itself through a `register(subparsers)` function; this module only
-collects them and turns `MindsftError` into one line and a non-zero exit."""
+collects them and turns `MindsftError` and operating-system errors into one line
+and exit status 2."""
 
 import argparse
 import importlib
 import importlib.metadata
+import os
 import sys
 
-from mindsft.errors import MindsftError
+from mindsft.errors import MindsftError, os_error_line
 from mindsft.progress import CHOICES, set_progress
+
+# MindSpore's log level, set before MindSpore is imported unless the user set it:
+# errors only (3), so its warnings do not bury mindsft's one-line messages
+MINDSPORE_LOG_LEVEL = "3"
 
 # subcommand modules, in the order `mindsft --help` lists them
 SUBCOMMAND_MODULES = [
@@ -65,14 +71,20 @@ def version() -> str:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("GLOG_v", MINDSPORE_LOG_LEVEL)
     args = build_parser().parse_args(argv)
     set_progress(args.progress)
     try:
         rc = args.func(args)
     except MindsftError as exc:
-        print(f"mindsft {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return int(rc or 0)
+        message = str(exc)
+    except OSError as exc:
+        message = os_error_line(exc)
+    else:
+        return int(rc or 0)
+    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"mindsft {args.command}: error: {one_line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

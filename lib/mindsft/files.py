@@ -3,6 +3,7 @@ each failure one line that names the file: the one place these are done."""
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,26 @@ from mindsft.errors import MindsftError
 HASH_BLOCK = 1 << 20  # bytes read at a time by file_sha256
 
 _KINDS = {dict: "a mapping", list: "a list", type(None): "nothing"}
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load's loader, reading `1e-5` as a float as YAML 1.2 does (PyYAML's YAML
+    1.1 rules need a dot, `1.e-5`, and would give the string '1e-5')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def describe_value(value) -> str:
+    """A value as a message shows it: YAML's words for booleans and null, the kind
+    of a mapping or list, repr otherwise."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return _KINDS.get(type(value)) or repr(value)
 
 
 def read_text(path, what: str = "file") -> str:
@@ -53,11 +74,12 @@ def read_json(path, expect=dict):
 
 
 def read_yaml(path, expect=dict):
-    """The parsed YAML file at `path` (safe_load: no code runs); `expect` as in read_json."""
+    """The parsed YAML file at `path` (safe loading: no code runs; `1e-5` is a float);
+    `expect` as in read_json."""
     path = Path(path)
     text = read_text(path, "YAML file")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise MindsftError(f"{path}: not valid YAML ({reason})") from None

@@ -143,3 +143,19 @@ def test_file_to_file_copies_split_across_records_round_trip(tmp_path, monkeypat
 
 def _no_copy_file_range(*args):
     raise OSError(18, "Invalid cross-device link")
+
+
+def test_a_temp_file_that_cannot_be_opened_ends_the_atomic_output(tmp_path, monkeypatch):
+    """CkptWriter.__enter__ failing after atomic_output was entered exits it: its
+    cleanup runs (the temp name, here a folder in the way, is gone) and the error
+    names the checkpoint."""
+    from mindsft import atomic
+
+    in_the_way = tmp_path / ".a.ckpt.tmp-fixed"
+    in_the_way.mkdir()
+    monkeypatch.setattr(atomic, "temp_sibling", lambda path: in_the_way)
+    monkeypatch.setattr(atomic, "check_writable", lambda path, kind=None: None)
+    with pytest.raises(MindsftError, match=r"a\.ckpt: cannot write \(Is a directory\)"):
+        with CkptWriter(tmp_path / "a.ckpt"):
+            pass
+    assert list(tmp_path.iterdir()) == []

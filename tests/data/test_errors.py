@@ -125,6 +125,35 @@ def test_seq_length_below_16_is_rejected(tmp_path, capsys, llama2_tokenizer):
     preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, expected, seq_length=15)
 
 
+def test_a_seq_length_beyond_mindsfts_ceiling_is_refused_before_any_work(
+    tmp_path, capsys, llama2_tokenizer
+):
+    src = write(tmp_path / "conversation.json", [GOOD_CONV])
+    expected = ["seq_length 100000000", "above mindsft's ceiling of 131072 tokens a row"]
+    preprocess_fails(capsys, tmp_path, src, llama2_tokenizer, expected, seq_length=100_000_000)
+
+
+def test_seq_length_is_bounded_by_the_models_positions(tmp_path, capsys, llama2_tokenizer):
+    """From a config.json beside the tokenizer, or from --config (which wins)."""
+    src = write(tmp_path / "conversation.json", [GOOD_CONV])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    tokenizer = folder / "tokenizer.model"
+    tokenizer.write_bytes(llama2_tokenizer.read_bytes())
+    write(folder / "config.json", {"max_position_embeddings": 64})
+    expected = ["seq_length 65", f"at most 64 positions ({folder / 'config.json'})"]
+    preprocess_fails(capsys, tmp_path, src, tokenizer, expected, seq_length=65)
+    yaml_config = write(
+        tmp_path / "run.yaml",
+        "model: {model_config: {seq_length: 32, "
+        "hidden_size: 64, num_layers: 1, num_heads: 4, vocab_size: 32000}}\n",
+    )
+    argv = preprocess_argv(src, tokenizer, tmp_path / "out" / "y.mindrecord", seq_length=48)
+    run_failing(capsys, [*argv, "--config", str(yaml_config)], tmp_path / "out", ["at most 32"])
+    out = tmp_path / "x.mindrecord"
+    assert main(preprocess_argv(src, tokenizer, out, seq_length=64)) == 0
+
+
 def test_wiki_text_shorter_than_one_row_is_an_empty_dataset(tmp_path, capsys, llama2_tokenizer):
     src = write(tmp_path / "wiki.txt", " = Heading = \n\nA few words only.\n")
     expected = [str(src), "empty dataset"]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mindsft.cli import main
 from mindsft.data.template import chat_prompt
-from mindsft.inference.generate import Generator, sample_token
+from mindsft.inference.generate import Generator, sample_token, top_p_keep
 from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 
@@ -50,15 +50,45 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(tiny_hf_llama, ms_llama_like):
     assert a != generate(PROMPT, max_new_tokens=10, do_sample=True, temperature=1.5, seed=4)
 
 
-def test_top_k_and_top_p_keep_only_the_head_of_the_distribution():
-    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+HEAD = np.array([0.5, 0.3, 0.15, 0.05])
+
+
+@pytest.mark.parametrize(
+    ("top_k", "top_p", "kept"),
+    [
+        (2, 1.0, {0, 1}),
+        (0, 0.4, {0}),
+        (0, 0.7, {0, 1}),
+        (0, 0.81, {0, 1, 2}),
+        (0, 0.99, {0, 1, 2, 3}),
+    ],
+)
+def test_top_k_and_top_p_keep_only_the_head_of_the_distribution(top_k, top_p, kept):
     rng = np.random.default_rng(0)
-    assert {sample_token(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {0, 1}
-    assert {sample_token(logits, rng, 1.0, 0, 0.8) for _ in range(300)} == {
-        0,
-        1,
-    }  # 0.5 + 0.3 reaches 0.8
-    assert {sample_token(logits, rng, 1.0, 0, 0.81) for _ in range(300)} == {0, 1, 2}
+    assert {sample_token(np.log(HEAD), rng, 1.0, top_k, top_p) for _ in range(300)} == kept
+
+
+def test_top_p_at_a_tie_keeps_the_head_that_reaches_it_whatever_the_last_bits():
+    """0.5 + 0.3 lands on top_p 0.8 up to rounding: HF's rule (keep the smallest head
+    whose mass reaches top_p) gives {0, 1}, and so do probabilities a few ulps off,
+    as another CPU's exp and log may give them."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        probs = HEAD * (1 + rng.uniform(-1e-13, 1e-13, HEAD.size))
+        assert set(np.flatnonzero(top_p_keep(probs / probs.sum(), 0.8))) == {0, 1}
+    assert {sample_token(np.log(HEAD), rng, 1.0, 0, 0.8) for _ in range(300)} == {0, 1}
+
+
+def test_top_p_keeps_what_hf_keeps_away_from_ties():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    rng = np.random.default_rng(1)
+    for top_p in (0.05, 0.3, 0.62, 0.9, 0.97):
+        logits = rng.normal(0.0, 2.0, 64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        hf = TopPLogitsWarper(top_p)(None, torch.tensor(logits)[None])[0]
+        assert np.array_equal(top_p_keep(probs, top_p), np.isfinite(hf.numpy()))
 
 
 @pytest.fixture

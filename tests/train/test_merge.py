@@ -3,6 +3,7 @@ into its base gives the LoRA model's loss; a full run's "merge" takes rank 0's
 weights after checking every other rank's replica of the same save."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -32,34 +33,106 @@ def mean_loss(net, batch, config) -> float:
     return float(nll.asnumpy()) / float(count.asnumpy())
 
 
-def test_merged_checkpoint_loss_equals_lora_model_loss(
-    tmp_path, make_base_checkpoint, make_mindrecord, finetune_yaml
-):
-    base = make_base_checkpoint(tmp_path / "base.ckpt")
-    data = make_mindrecord(tmp_path / "d.mindrecord", rows=8)
-    yaml_path = finetune_yaml(
-        tmp_path / "lora.yaml", lora={"lora_dropout": 0.1}, lr=2e-2, save_steps=4
-    )
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, make_base_checkpoint, make_mindrecord, finetune_yaml):
+    """A trained tiny LoRA run (rank 4, alpha 8): its folder, YAML, base checkpoint,
+    data, and the LoRA model's loss on all 8 rows."""
+    tmp = tmp_path_factory.mktemp("lora")
+    base = make_base_checkpoint(tmp / "base.ckpt")
+    data = make_mindrecord(tmp / "d.mindrecord", rows=8)
+    yaml_path = finetune_yaml(tmp / "lora.yaml", lora={"lora_dropout": 0.1}, lr=2e-2, save_steps=4)
     trainer = Trainer(
-        load_finetune_config(yaml_path), RunPaths(str(data), str(base), str(tmp_path / "run"))
+        load_finetune_config(yaml_path), RunPaths(str(data), str(base), str(tmp / "run"))
     )
     trainer.setup()
     trainer.train()
     batch = next(iter(MindRecordBatches(data, 8)))  # all 8 rows
-    config = trainer.model_config
-    lora_loss = mean_loss(trainer.net, batch, config)
-
-    merged = tmp_path / "merged.ckpt"
-    argv = ["merge-lora", "--config", str(yaml_path), "--base_checkpoint", str(base)]
-    assert (
-        main([*argv, "--lora_checkpoint", str(tmp_path / "run"), "--output_path", str(merged)]) == 0
+    loss = mean_loss(trainer.net, batch, trainer.model_config)
+    return SimpleNamespace(
+        dir=tmp / "run",
+        yaml=yaml_path,
+        base=base,
+        batch=batch,
+        loss=loss,
+        config=trainer.model_config,
     )
+
+
+def merge_argv(config, base, lora, out) -> list:
+    return [
+        "merge-lora",
+        "--config",
+        str(config),
+        "--base_checkpoint",
+        str(base),
+        "--lora_checkpoint",
+        str(lora),
+        "--output_path",
+        str(out),
+    ]
+
+
+def test_merged_checkpoint_loss_equals_lora_model_loss(lora_run, tmp_path):
+    merged = tmp_path / "merged.ckpt"
+    assert main(merge_argv(lora_run.yaml, lora_run.base, lora_run.dir, merged)) == 0
+    config, batch = lora_run.config, lora_run.batch
     merged_loss = mean_loss(load_model(config, merged), batch, config)
-    base_loss = mean_loss(load_model(config, base), batch, config)
-    assert merged_loss == pytest.approx(lora_loss, rel=1e-5)
-    assert abs(base_loss - lora_loss) > 1e-3  # the LoRA update is not a no-op
+    base_loss = mean_loss(load_model(config, lora_run.base), batch, config)
+    assert merged_loss == pytest.approx(lora_run.loss, rel=1e-5)
+    assert abs(base_loss - lora_run.loss) > 1e-3  # the LoRA update is not a no-op
     stored = ms.load_checkpoint(str(merged))
-    assert set(stored) == set(ms.load_checkpoint(str(base)))
+    assert set(stored) == set(ms.load_checkpoint(str(lora_run.base)))
+
+
+def refused(capsys, argv, out: Path, *parts) -> None:
+    """merge-lora exits 2 with one line holding `parts`, and writes nothing."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for part in parts:
+        assert part in err, err
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (None, ["holds 16 LoRA matrices", "has no model.model_config.pet_config"]),
+        ({"lora_alpha": 16}, ["trained with lora_alpha 8", "has lora_alpha 16"]),
+        ({"lora_rank": 8}, ["model.layers.0.attention.wq has A [4, 32]", "lora_rank 8"]),
+        (
+            {"target_modules": ".*wq|.*wv"},
+            ["has LoRA on model.layers.0.attention.wk", "does not select"],
+        ),
+    ],
+)
+def test_a_config_that_does_not_match_the_lora_run_is_refused(
+    lora_run, tmp_path, capsys, finetune_yaml, settings, expected
+):
+    other = finetune_yaml(tmp_path / "other.yaml", lora=settings)
+    out = tmp_path / "merged.ckpt"
+    refused(capsys, merge_argv(other, lora_run.base, lora_run.dir, out), out, *expected)
+
+
+def test_a_base_that_does_not_fit_the_lora_pairs_names_the_file_and_tensor(
+    lora_run, tmp_path, capsys
+):
+    wq = "model.layers.1.attention.wq.weight"
+    stored = {n: p.asnumpy() for n, p in ms.load_checkpoint(str(lora_run.base)).items()}
+    narrow = tmp_path / "narrow.ckpt"
+    with CkptWriter(narrow) as out:
+        for name, array in stored.items():
+            out.write(name, array[:, :16] if name == wq else array)
+    merged = tmp_path / "merged.ckpt"
+    argv = merge_argv(lora_run.yaml, narrow, lora_run.dir, merged)
+    refused(capsys, argv, merged, f"{narrow}: tensor {wq} has shape [32, 16]", "[32, 32]")
+    lacking = tmp_path / "lacking.ckpt"
+    with CkptWriter(lacking) as out:
+        for name, array in stored.items():
+            if name != wq:
+                out.write(name, array)
+    argv = merge_argv(lora_run.yaml, lacking, lora_run.dir, merged)
+    refused(capsys, argv, merged, f"{lacking}: has no tensor {wq}")
 
 
 def write_rank(train_dir, rank, weights, step=2):

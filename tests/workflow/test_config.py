@@ -42,6 +42,55 @@ def test_a_run_naming_an_unknown_model_is_refused(tmp_path, write_config, snakem
     assert "config: runs.tiny_lora.model: 'llama3' is not defined" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        (
+            lambda c: c["datasets"]["tiny_alpaca"].update(eval_records=400),
+            "config: datasets.tiny_alpaca.eval_records: 400 leaves nothing to train on "
+            "(400 records in the tiny demo's alpaca_demo.json)",
+        ),
+        (
+            lambda c: c["runs"]["tiny_lora"].update(overrides={"runner_config.epohcs": 1}),
+            "config: runs.tiny_lora.overrides (config/finetune/tiny_lora.yaml): override "
+            "'runner_config.epohcs': no such key in the finetune YAML; did you mean "
+            "runner_config.epochs?",
+        ),
+    ],
+)
+def test_dataset_and_override_errors_stop_the_dry_run_in_one_line(
+    tmp_path, write_config, snakemake, edit, line
+):
+    write_config(tmp_path, edit)
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    assert line in (result.stdout + result.stderr).splitlines()
+
+
+def test_check_config_counts_a_local_dataset_and_leaves_a_url_to_its_split_job(tmp_path, repo):
+    import json
+
+    import yaml
+    from mindsft.errors import MindsftError
+    from mindsft.workflow.config import check_config
+
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    (tmp_path / "a.json").write_text(json.dumps([{"instruction": "i", "output": "o"}] * 5))
+    config["datasets"]["alpaca"]["eval_records"] = 10**6  # a URL: unknown until fetched
+    check_config(config, repo)
+    config["datasets"]["tiny_alpaca"] = {"path": str(tmp_path / "a.json"), "eval_records": 5}
+    with pytest.raises(MindsftError, match=r"eval_records: 5 leaves nothing to train on \(5 rec"):
+        check_config(config, repo)
+    config["datasets"]["tiny_alpaca"]["eval_records"] = 4
+    config["runs"]["tiny_full"]["overrides"] = {"runner_config.epochs": 1.5}
+    message = (
+        "config/finetune/tiny_full.yaml with runs.tiny_full.overrides: runner_config.epochs: "
+        "expected a positive integer, got 1.5"
+    )
+    with pytest.raises(MindsftError, match=f"^{message}$"):
+        check_config(config, repo)
+
+
 def test_production_targets_dry_run_plans_the_whole_dag_offline(
     tmp_path, write_config, snakemake, planned_jobs
 ):

@@ -133,16 +133,29 @@ from mindsft.workflow.logs import log_to
 
 with log_to(sys.argv[1]):
     print("working")
-    raise MindsftError("data.json: not valid JSON")
+    if sys.argv[2] == "mindsft":
+        raise MindsftError("data.json: not valid JSON")
+    open("absent.json")
 print("not reached")
 """
 
 
-def test_a_mindsft_error_in_a_script_is_one_line_in_its_log_and_exit_2(tmp_path):
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        ("mindsft", "data.json: not valid JSON"),
+        ("os", "absent.json: No such file or directory"),
+    ],
+)
+def test_an_error_in_a_script_is_one_line_in_its_log_and_exit_2(tmp_path, error, line):
     log = tmp_path / "rule.log"
     done = subprocess.run(
-        [sys.executable, "-c", LOG_TO_SCRIPT, str(log)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", LOG_TO_SCRIPT, str(log), error],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert done.stdout == done.stderr == ""
-    assert log.read_text() == "working\nmindsft: error: data.json: not valid JSON\n"
+    assert log.read_text() == f"working\nmindsft: error: {line}\n"

@@ -18,6 +18,7 @@ Nothing here imports MindSpore, except to give bfloat16 arrays a numpy type.
 
 import contextlib
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,12 @@ class CkptWriter:
 
     def __enter__(self):
         self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_output(self.path, suffixes=self.suffixes))
-        self._file = self._stack.enter_context(open(self._tmp, "wb", buffering=0))
+        try:
+            self._tmp = self._stack.enter_context(atomic_output(self.path, suffixes=self.suffixes))
+            self._file = self._stack.enter_context(open(self._tmp, "wb", buffering=0))
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())  # leaves nothing; may name the target
+            raise
         return self
 
     def companion(self, suffix: str) -> Path:
@@ -290,9 +295,14 @@ def scan_ckpt(path) -> list:
     return list(entries.values())
 
 
+def read_entry(entry) -> np.ndarray:
+    """The array of one `scan_ckpt` entry; bfloat16 as MindSpore's numpy bfloat16 type."""
+    array = entry.read()
+    return array.view(_ms_bfloat16()) if entry.dtype == "BF16" else array
+
+
 def iter_ckpt(path):
     """Yield (name, numpy array) for each tensor of a checkpoint, one at a time.
     bfloat16 tensors come as arrays of MindSpore's numpy bfloat16 type."""
     for entry in scan_ckpt(path):
-        array = entry.read()
-        yield entry.name, array.view(_ms_bfloat16()) if entry.dtype == "BF16" else array
+        yield entry.name, read_entry(entry)

@@ -1,5 +1,6 @@
 """`mindsft convert-weight`: MindFormers' convert_weight.py, streaming."""
 
+from mindsft.atomic import check_writable
 from mindsft.convert import raw
 from mindsft.errors import MindsftError
 
@@ -46,6 +47,7 @@ def run(args) -> int:
         raise MindsftError(f"--model {args.model!r}: only llama is supported")
     if args.dtype is not None:
         raw.dtype_code(args.dtype)  # reject a bad word before reading anything
+    check_writable(args.output_path, "dir" if args.reversed else "file")
     if args.reversed:
         summary = convert_ms_to_hf(args.input_path, args.output_path, args.config, args.dtype)
     else:

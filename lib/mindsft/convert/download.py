@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.convert import hf_folder
 from mindsft.errors import MindsftError
 
@@ -74,6 +74,7 @@ def download(repo_id: str, output_dir, revision=None) -> Path:
     """Fetch config, tokenizer and weights of `repo_id` into `output_dir`:
     safetensors when the repository has them, else PyTorch `.bin`. Files are
     hard-linked from the HF cache where possible (copied otherwise)."""
+    check_writable(output_dir, "dir")  # before downloading, not after
     folder = _snapshot(repo_id, revision, META + SAFETENSORS)
     weights = _matching(folder, SAFETENSORS)
     if not weights:

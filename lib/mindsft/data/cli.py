@@ -74,6 +74,12 @@ def _register_preprocess(subparsers) -> None:
         help="qa: True trains on the whole text - system prompt, role tags and human "
         "turns too - not only on the answers (default: %(default)s)",
     )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="the model's HF config.json (or folder) or MindFormers YAML: seq_length may not "
+        "exceed its positions (default: a config.json beside --model_file, if any)",
+    )
     p.set_defaults(func=run_preprocess)
 
 
@@ -97,6 +103,7 @@ def run_preprocess(args) -> int:
         args.workers,
         args.template,
         args.train_on_prompt,
+        args.config,
     )
     print(
         f"wrote {stats.rows} rows to {args.output_file}: {stats.trained_tokens} trained tokens, "

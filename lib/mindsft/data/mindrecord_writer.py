@@ -10,6 +10,8 @@ header and checks that row) and hands every further row, as a blob laid out by
 mindspore==2.10 is pinned; tests/data/test_mindrecord_writer.py checks that the
 files are byte for byte those the public write_raw_data writes."""
 
+import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +19,22 @@ from pathlib import Path
 import numpy as np
 
 INT32_COLUMN = {"type": "int32", "shape": [-1]}  # the one column type this writer takes
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn the multi-line RuntimeError MindSpore's MindRecord writer raises when it
+    cannot write `path` (a full disk, say) into an OSError naming `path`, which
+    `atomic_output` and `mindsft` report on one line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["?"]
+        reason = next((line for line in lines if line.startswith("[ERROR]")), lines[0])
+        reason = reason.removeprefix("[ERROR]").strip()
+        if "No free disk" in reason:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise OSError(errno.EIO, f"MindRecord writer: {reason}", str(path)) from None
 
 
 def pack_rows(columns: dict) -> bytes:
@@ -67,8 +85,13 @@ class MindRecordWriter:
         self.scratch = self.dest.with_name(self.dest.name + ".d")
         self.scratch.mkdir()
         self.path = self.scratch / final_name
-        self.writer = FileWriter(str(self.path), shard_num=1, overwrite=True)
-        self.writer.add_schema(schema, description)
+        try:
+            with writing(self.dest):
+                self.writer = FileWriter(str(self.path), shard_num=1, overwrite=True)
+                self.writer.add_schema(schema, description)
+        except BaseException:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
         self.columns = sorted(schema)  # the blob field order `pack_rows` follows
         self.opened = False
 
@@ -83,19 +106,22 @@ class MindRecordWriter:
             start = 1
         blobs = [packed[k * size : (k + 1) * size] for k in range(start, n_rows)]
         if blobs:
-            self.writer._writer._writer.write_raw_data({}, blobs, True, False)
+            with writing(self.dest):
+                self.writer._writer._writer.write_raw_data({}, blobs, True, False)
 
     def _open(self, first: bytes) -> None:
         """Write the first row through the public API, and check that MindSpore
         merges blobs in the order `pack_rows` packs them."""
         if self.writer._header.blob_fields != self.columns:
             raise RuntimeError(f"MindRecord blob fields {self.writer._header.blob_fields}")
-        self.writer.write_raw_data([unpack_row(first, self.columns)])
+        with writing(self.dest):
+            self.writer.write_raw_data([unpack_row(first, self.columns)])
         self.opened = True
 
     def finish(self) -> None:
         """Commit the file and move it (and its .db) to `dest`."""
-        self.writer.commit()
+        with writing(self.dest):
+            self.writer.commit()
         os.replace(self.path, self.dest)
         os.replace(f"{self.path}.db", f"{self.dest}.db")
 

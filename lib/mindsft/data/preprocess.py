@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.data.alpaca import load_json_list
 from mindsft.data.formats import is_json_lines, iter_json_lines
 from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows
@@ -34,10 +34,13 @@ from mindsft.data.template import TEMPLATE_NAME, check_template
 from mindsft.data.tokenizer import SentencePieceTokenizer
 from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 from mindsft.errors import MindsftError
-from mindsft.files import read_text
+from mindsft.files import read_json, read_text
 from mindsft.progress import progress_bar
 
 MIN_SEQ_LENGTH = 16
+# the longest rows preprocess writes without a model to say otherwise: Llama 3.1's
+# 131,072 positions, the longest context of the family
+MAX_SEQ_LENGTH = 131072
 CHUNK_RECORDS = 512  # conversations per worker task
 CHUNK_PARAGRAPHS = 2048  # wiki paragraphs per worker task
 SCHEMAS = {
@@ -294,11 +297,40 @@ def wiki_tasks(files: list, progress):
 # ---- the stage
 
 
-def _check_options(dataset_type, seq_length, workers, template, train_on_prompt) -> None:
-    if dataset_type not in SCHEMAS:
-        raise MindsftError(f"dataset_type {dataset_type!r}: expected one of {sorted(SCHEMAS)}")
+def model_positions(model_file, config=None) -> tuple:
+    """(positions, where from) of the model the rows are for: max_position_embeddings
+    of `config` (HF config.json or its folder; a MindFormers YAML's seq_length), else
+    of a config.json beside the tokenizer; (None, None) when neither says."""
+    if config is not None:
+        from mindsft.models.config import load_config
+
+        return load_config(config).seq_length, str(config)
+    beside = Path(model_file).parent / "config.json"
+    positions = read_json(beside).get("max_position_embeddings") if beside.is_file() else None
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        return positions, str(beside)
+    return None, None
+
+
+def check_seq_length(seq_length: int, model_file, config=None) -> None:
+    """seq_length at least MIN_SEQ_LENGTH and at most the model's positions and
+    MAX_SEQ_LENGTH, else one line saying why (before anything is allocated)."""
     if seq_length < MIN_SEQ_LENGTH:
         raise MindsftError(f"seq_length {seq_length}: must be at least {MIN_SEQ_LENGTH}")
+    positions, source = model_positions(model_file, config)
+    if positions is not None and seq_length > positions:
+        raise MindsftError(
+            f"seq_length {seq_length}: the model takes at most {positions} positions ({source})"
+        )
+    if seq_length > MAX_SEQ_LENGTH:
+        raise MindsftError(
+            f"seq_length {seq_length}: above mindsft's ceiling of {MAX_SEQ_LENGTH} tokens a row"
+        )
+
+
+def _check_options(dataset_type, workers, template, train_on_prompt) -> None:
+    if dataset_type not in SCHEMAS:
+        raise MindsftError(f"dataset_type {dataset_type!r}: expected one of {sorted(SCHEMAS)}")
     if workers < 1:
         raise MindsftError(f"workers {workers}: must be at least 1")
     if dataset_type == "wiki" and (template != TEMPLATE_NAME or train_on_prompt):
@@ -317,16 +349,21 @@ def preprocess(
     workers: int = 1,
     template: str = TEMPLATE_NAME,
     train_on_prompt: bool = False,
+    config=None,
 ) -> Stats:
     """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats.
     qa records are laid out in FastChat `template`; `train_on_prompt` trains on the
-    whole text, not only the answers (see chat_rows.py)."""
-    _check_options(dataset_type, seq_length, workers, template, train_on_prompt)
+    whole text, not only the answers (see chat_rows.py); `config` (optional) bounds
+    seq_length by the model's positions."""
+    _check_options(dataset_type, workers, template, train_on_prompt)
+    check_seq_length(seq_length, model_file, config)
+    output_file = Path(output_file)
+    stats_file = output_file.with_name(output_file.name + ".stats.json")
+    for path in (output_file, Path(f"{output_file}.db"), stats_file):
+        check_writable(path, "file")
     files = input_files(input_glob)
     tok = SentencePieceTokenizer(model_file)
     length = seq_length + 1
-    output_file = Path(output_file)
-    stats_file = output_file.with_name(output_file.name + ".stats.json")
     stats = Stats()
     with (
         atomic_output(output_file, suffixes=(".db",)) as tmp,

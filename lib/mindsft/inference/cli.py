@@ -4,7 +4,7 @@
 import json
 from pathlib import Path
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.cli import str2bool
 from mindsft.data.template import NO_TEMPLATE, TEMPLATE_NAME
 from mindsft.errors import MindsftError
@@ -120,14 +120,15 @@ def _register_generate(subparsers) -> None:
 
 
 def run_evaluate(args) -> int:
-    from mindsft.inference.evaluate import evaluate_to_file
-
     if args.metric not in METRICS:
         raise MindsftError(f"--metric {args.metric}: unknown (known: {', '.join(METRICS)})")
     if args.batch_size < 1:
         raise MindsftError(f"--batch_size {args.batch_size}: must be at least 1")
+    check_writable(args.output, "file")  # before MindSpore is even imported
     if args.metric == "em_f1":
         return run_em_f1(args)
+    from mindsft.inference.evaluate import evaluate_to_file
+
     evaluate_to_file(
         args.config, args.load_checkpoint, args.eval_dataset_dir, args.output, args.batch_size
     )
@@ -166,10 +167,13 @@ def check_generate_args(args) -> None:
 
 def run_generate(args) -> int:
     from mindsft.data.template import chat_prompt
-    from mindsft.inference.generate import load_generator
 
     check_generate_args(args)
     text = chat_prompt(args.prompt, args.template)  # an unknown template fails here
+    if args.output:
+        check_writable(args.output, "file")  # before MindSpore is even imported
+    from mindsft.inference.generate import load_generator
+
     generator, tokenizer = load_generator(args.config, args.load_checkpoint, args.model_file)
     settings = {k: getattr(args, k) for k in SETTINGS}
     done = generator.complete(tokenizer, text, **settings)

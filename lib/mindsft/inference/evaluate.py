@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mindspore as ms
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.data.reader import MindRecordBatches
 from mindsft.errors import MindsftError
 from mindsft.models.config import is_hf_config, load_config
@@ -106,6 +106,7 @@ def evaluate_checkpoint(config_path, checkpoint, dataset, batch_size=1, num_samp
 def evaluate_to_file(config, checkpoint, dataset, output, batch_size=1, num_samples=None) -> dict:
     """`evaluate_checkpoint`, its metrics written to `output` as JSON (atomically) and
     summed up in one printed line."""
+    check_writable(output, "file")  # before computing, not after
     metrics = evaluate_checkpoint(config, checkpoint, dataset, batch_size, num_samples)
     with atomic_output(output) as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")

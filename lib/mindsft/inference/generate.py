@@ -23,6 +23,22 @@ from mindsft.models.loading import load_model
 from mindsft.models.rope import rope_tables
 
 CACHE_BLOCK = 128  # cache sizes are multiples of this
+# a head whose mass is within this of top_p counts as reaching it, so that a sum
+# landing on top_p keeps the same tokens whatever its last bit (as HF's exact rule)
+TOP_P_TOLERANCE = 1e-9
+
+
+def top_p_keep(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Boolean mask (V,) of the nucleus: the smallest set of most likely tokens whose
+    mass reaches `top_p` (HF's TopPLogitsWarper), at least one token. A token stays
+    while the tokens ahead of it (ties in index order) hold less than top_p, within
+    TOP_P_TOLERANCE: with [0.5, 0.3, 0.15, 0.05] and 0.8 that is {0, 1}."""
+    order = np.argsort(-probs, kind="stable")
+    ahead = np.concatenate(([0.0], np.cumsum(probs[order])[:-1]))  # mass before each
+    keep = np.zeros(probs.size, dtype=bool)
+    keep[order] = ahead < top_p - TOP_P_TOLERANCE
+    keep[order[0]] = True
+    return keep
 
 
 def sample_token(logits: np.ndarray, rng, temperature: float, top_k: int, top_p: float) -> int:
@@ -34,11 +50,7 @@ def sample_token(logits: np.ndarray, rng, temperature: float, top_k: int, top_p:
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     if top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
-        keep = cumulative - probs[order] < top_p  # the smallest head whose mass reaches top_p
-        drop = order[~keep]
-        probs[drop] = 0.0
+        probs[~top_p_keep(probs, top_p)] = 0.0
         probs /= probs.sum()
     return int(rng.choice(probs.size, p=probs))
 

@@ -8,8 +8,31 @@ from pathlib import Path
 from mindsft.convert.hf_folder import check_config_fields, config_file
 from mindsft.errors import MindsftError
 from mindsft.files import read_json, read_yaml
+from mindsft.keys import BOOL, INT, POSITIVE_INT, POSITIVE_NUMBER, TEXT, check_kinds
 
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+
+# the MindFormers `model_config` keys `from_mindformers` reads, with their kinds
+MODEL_CONFIG_KEYS = {
+    "hidden_size": POSITIVE_INT,
+    "num_layers": POSITIVE_INT,
+    "num_heads": POSITIVE_INT,
+    "n_kv_heads": POSITIVE_INT.or_none(),
+    "vocab_size": POSITIVE_INT,
+    "intermediate_size": POSITIVE_INT.or_none(),
+    "multiple_of": POSITIVE_INT,
+    "ffn_dim_multiplier": POSITIVE_NUMBER.or_none(),
+    "rms_norm_eps": POSITIVE_NUMBER,
+    "rope_theta": POSITIVE_NUMBER,
+    "theta": POSITIVE_NUMBER,
+    "compute_dtype": TEXT,
+    "seq_length": POSITIVE_INT,
+    "tie_word_embeddings": BOOL,
+    "pad_token_id": INT.or_none(),
+    "bos_token_id": INT.or_none(),
+    "eos_token_id": INT.or_none(),
+    "ignore_token_id": INT.or_none(),
+}
 
 # MindFormers spells dtypes several ways in its YAMLs
 _DTYPE_ALIASES = {
@@ -134,6 +157,7 @@ class LlamaConfig:
     @classmethod
     def from_mindformers(cls, mc: dict, where: str = "model_config") -> "LlamaConfig":
         """From MindFormers' `model.model_config` mapping (keys as in its YAMLs)."""
+        check_kinds(mc, MODEL_CONFIG_KEYS, where)
         for key in ("hidden_size", "num_layers", "num_heads", "vocab_size"):
             if key not in mc:
                 raise MindsftError(f"{where}: key {key!r} is missing")

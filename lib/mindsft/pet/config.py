@@ -7,6 +7,9 @@ from mindsft.errors import MindsftError
 
 LORA_A = "mindpet_delta_lora_a"
 LORA_B = "mindpet_delta_lora_b"
+# the scalar a mindsft LoRA training checkpoint records its lora_alpha under, so that
+# merge-lora can refuse a config with another (the rank is in the matrices' shapes)
+LORA_ALPHA_RECORD = "lora_alpha"
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """MindFormers-shaped finetune YAML -> dataclasses.
 
 Reads `finetune_llama2_7b.yaml` / `lora_llama2_7b.yaml` as MindFormers ships
-them. Every key is accounted for: implemented, known not to change results on
-this engine (device placement, logging, graph dumps), or reported by name in
-`FinetuneConfig.unsupported` when it would change results and mindsft does
-not implement it with the value given.
+them. Every key is accounted for: read by mindsft (`KEYS`, with the kind of value
+it takes, checked before anything else: a value of another kind is one line
+naming the key path), known not to change results on this engine (device
+placement, logging, graph dumps), or reported by name in
+`FinetuneConfig.unsupported` when it would change results and mindsft does not
+implement it with the value given. An unknown key that is a near miss of a known
+one (`epohcs`) is an error saying which was meant.
 """
 
 from dataclasses import dataclass, field
@@ -12,24 +15,100 @@ from pathlib import Path
 
 from mindsft.errors import MindsftError
 from mindsft.files import read_yaml
+from mindsft.keys import (
+    BOOL,
+    FRACTION,
+    INT,
+    LIST_OF_MAPPINGS,
+    MAPPING,
+    NON_NEGATIVE_INT,
+    NUMBER,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    TEXT,
+    Kind,
+    check_kinds,
+    check_near_misses,
+)
+from mindsft.models.config import MODEL_CONFIG_KEYS
 from mindsft.pet.config import LoraConfig
 from mindsft.train.tensorboard import TensorBoardConfig
 
 OPTIMIZERS = ("AdamWeightDecay", "FP32StateAdamWeightDecay", "AdamW")
 SCHEDULES = ("CosineWithWarmUpLR", "ConstantWarmUpLR", "constant_with_warmup")
 
+# every key mindsft reads, with the kind of value it takes (callbacks by their
+# type: callbacks.CheckpointMonitor.prefix); a new key is one line here
+KEYS = {
+    "seed": INT,
+    "run_mode": TEXT.or_none(),
+    "load_checkpoint": TEXT.or_none(),
+    "output_dir": TEXT.or_none(),
+    "use_parallel": BOOL,
+    "resume_training": Kind("true or false", (bool, str)),  # run refuses a checkpoint name
+    "auto_trans_ckpt": BOOL,
+    "src_strategy_path_or_dir": TEXT.or_none(),
+    "do_eval": BOOL,
+    "eval_step_interval": INT,
+    "eval_epoch_interval": INT,
+    "metric": Kind("a mapping or a metric name", (dict, str)),
+    "metric.type": TEXT,
+    "processor": MAPPING,
+    "processor.tokenizer": MAPPING,
+    "processor.tokenizer.vocab_file": TEXT.or_none(),
+    "tensorboard": MAPPING.or_none(),  # each setting checked by TensorBoardConfig
+    "runner_config": MAPPING,
+    "runner_config.epochs": POSITIVE_INT,
+    "runner_config.batch_size": POSITIVE_INT,
+    "runner_config.gradient_accumulation_steps": POSITIVE_INT,
+    "train_dataset": MAPPING,
+    "train_dataset.batch_size": POSITIVE_INT,
+    "train_dataset.drop_remainder": BOOL,
+    "train_dataset.data_loader": MAPPING,
+    "train_dataset.data_loader.shuffle": BOOL,
+    "train_dataset.data_loader.dataset_dir": TEXT.or_none(),
+    "eval_dataset": MAPPING,
+    "eval_dataset.data_loader": MAPPING,
+    "eval_dataset.data_loader.dataset_dir": TEXT.or_none(),
+    "runner_wrapper": MAPPING,
+    "runner_wrapper.use_clip_grad": BOOL,
+    "runner_wrapper.max_grad_norm": POSITIVE_NUMBER,
+    "callbacks": LIST_OF_MAPPINGS,
+    "callbacks.CheckpointMonitor.prefix": TEXT,
+    "callbacks.CheckpointMonitor.save_checkpoint_steps": POSITIVE_INT,
+    "callbacks.CheckpointMonitor.keep_checkpoint_max": INT,
+    "context": MAPPING,
+    "context.mode": Kind("0 (GRAPH_MODE) or 1 (PYNATIVE_MODE)", (int,), lambda v: v in (0, 1)),
+    "optimizer": MAPPING,
+    "optimizer.type": TEXT,
+    "optimizer.learning_rate": NUMBER,
+    "optimizer.beta1": FRACTION,
+    "optimizer.beta2": FRACTION,
+    "optimizer.eps": POSITIVE_NUMBER,
+    "optimizer.weight_decay": NUMBER,
+    "lr_schedule": MAPPING,
+    "lr_schedule.type": TEXT,
+    "lr_schedule.learning_rate": NUMBER,
+    "lr_schedule.warmup_steps": NON_NEGATIVE_INT.or_none(),
+    "lr_schedule.warmup_ratio": FRACTION.or_none(),
+    "lr_schedule.warmup_lr_init": NUMBER,
+    "lr_schedule.lr_end": NUMBER,
+    "lr_schedule.total_steps": INT.or_none(),
+    "model": MAPPING,
+    "model.model_config": MAPPING,
+    **{f"model.model_config.{key}": kind for key, kind in MODEL_CONFIG_KEYS.items()},
+    "model.model_config.pet_config": MAPPING,
+    "model.model_config.pet_config.pet_type": TEXT,
+    "model.model_config.pet_config.lora_rank": POSITIVE_INT,
+    "model.model_config.pet_config.lora_alpha": NUMBER,
+    "model.model_config.pet_config.lora_dropout": FRACTION,
+    "model.model_config.pet_config.target_modules": TEXT,
+}
+
 # keys that do not change results on this engine (placement, speed, logging, dumps)
 NO_EFFECT = {
-    "output_dir",
-    "load_checkpoint",
-    "src_strategy_path_or_dir",
-    "auto_trans_ckpt",
     "only_save_strategy",
-    "resume_training",
-    "run_mode",
     "trainer",
-    "use_parallel",
-    "do_eval",
     "eval_dataset",
     "eval_dataset_task",
     "processor",
@@ -51,7 +130,6 @@ NO_EFFECT = {
     "runner_config.sink_mode",
     "runner_config.sink_size",
     "train_dataset.data_loader.type",
-    "train_dataset.data_loader.dataset_dir",
     "train_dataset.input_columns",
     "train_dataset.num_parallel_workers",
     "train_dataset.python_multiprocessing",
@@ -92,6 +170,11 @@ NEUTRAL = {
 }
 # model_config keys whose non-default values mindsft's Llama does not implement
 MODEL_NEUTRAL = {"extend_method": "None", "scaling_factor": 1.0, "use_past": False, "offset": 0}
+# sections whose reader checks each of their keys itself
+CHECKED_BY_OWNER = ("tensorboard",)
+# MindFormers keys mindsft does not implement that look like ones it reads: known,
+# so never taken for a typo of those, and reported by name like any other
+MINDFORMERS_ONLY = {"optimizer.betas", "callbacks.CheckpointMonitor.save_checkpoint_seconds"}
 
 
 @dataclass
@@ -229,37 +312,45 @@ def _covered(path: str, table) -> bool:
     return any(path == k or path.startswith(k + ".") for k in table)
 
 
-def _take(block: dict, key: str, default, cast, where: str):
-    value = block.get(key, default)
-    if value is None:
-        return None
-    try:
-        return cast(value)
-    except (TypeError, ValueError):
-        raise MindsftError(f"{where}.{key}: cannot read {value!r} as {cast.__name__}") from None
+def _by_type(raw: dict) -> dict:
+    """`raw` with the callbacks list as {type: entry}, so every key has a dotted path."""
+    callbacks = raw.get("callbacks")
+    if not isinstance(callbacks, list):
+        return raw
+    return {**raw, "callbacks": {str(cb.get("type", "?")): cb for cb in callbacks}}
 
 
-def _callbacks(raw, train: TrainConfig, src: str) -> dict:
-    """Read CheckpointMonitor; return callback keys as flat 'callbacks.Type.key' paths."""
-    flat = {}
-    for cb in raw or []:
-        cb_type = str(cb.get("type", "?"))
-        for k, v in cb.items():
-            flat[f"callbacks.{cb_type}.{k}"] = v
-        if cb_type == "CheckpointMonitor":
-            train.prefix = str(cb.get("prefix", train.prefix))
-            train.save_checkpoint_steps = _take(
-                cb, "save_checkpoint_steps", 100, int, f"{src}: callbacks"
-            )
-            train.keep_checkpoint_max = _take(
-                cb, "keep_checkpoint_max", 5, int, f"{src}: callbacks"
-            )
-    return flat
+def validate(raw: dict, source: str) -> dict:
+    """Check the kind of every key mindsft reads and refuse near misses of known
+    keys; return `raw` with callbacks by type (see `_by_type`)."""
+    check_kinds(raw, {"callbacks": KEYS["callbacks"]}, source)
+    tree = _by_type(raw)
+    check_kinds(tree, {k: kind for k, kind in KEYS.items() if k != "callbacks"}, source)
+    model_keys = ["type", *MODEL_NEUTRAL]
+    known = [*KEYS, *NO_EFFECT, *NEUTRAL, *MINDFORMERS_ONLY]
+    check_near_misses(tree, known + [f"model.model_config.{k}" for k in model_keys], source)
+    return tree
 
 
-def _model(raw: dict, source: str) -> tuple:
+def _section(tree: dict, dotted: str) -> dict:
+    """The mapping at `dotted` (validated), {} where absent or null."""
+    node = tree
+    for part in dotted.split("."):
+        node = node.get(part) or {}
+    return node
+
+
+def _checkpointing(tree: dict, train: TrainConfig) -> None:
+    """CheckpointMonitor's prefix, save interval and how many to keep."""
+    monitor = _section(tree, "callbacks.CheckpointMonitor")
+    train.prefix = str(monitor.get("prefix", train.prefix))
+    train.save_checkpoint_steps = monitor.get("save_checkpoint_steps", 100)
+    train.keep_checkpoint_max = monitor.get("keep_checkpoint_max", 5)
+
+
+def _model(tree: dict, source: str) -> tuple:
     """(model_config without pet_config, LoraConfig or None) from `model.model_config`."""
-    model_block = (raw.get("model") or {}).get("model_config")
+    model_block = _section(tree, "model").get("model_config")
     if not isinstance(model_block, dict):
         raise MindsftError(f"{source}: model.model_config is missing")
     model_config = {k: v for k, v in model_block.items() if k != "pet_config"}
@@ -267,62 +358,54 @@ def _model(raw: dict, source: str) -> tuple:
     return model_config, LoraConfig.from_pet_config(pet) if pet else None
 
 
-def _train(raw: dict, source: str) -> tuple:
-    """(TrainConfig, the callbacks' keys as flat paths) from runner_config,
-    train_dataset, runner_wrapper, context and callbacks."""
-    runner = raw.get("runner_config") or {}
-    dataset = raw.get("train_dataset") or {}
-    loader = dataset.get("data_loader") or {}
-    wrapper = raw.get("runner_wrapper") or {}
-    where = f"{source}: runner_config"
+def _train(tree: dict) -> TrainConfig:
+    """TrainConfig from runner_config, train_dataset, runner_wrapper, context and
+    callbacks (validated)."""
+    runner, wrapper = _section(tree, "runner_config"), _section(tree, "runner_wrapper")
+    dataset = _section(tree, "train_dataset")
     train = TrainConfig(
-        seed=_take(raw, "seed", 0, int, source),
-        epochs=_take(runner, "epochs", 1, int, where),
-        batch_size=_take(runner, "batch_size", dataset.get("batch_size", 1), int, where),
-        gradient_accumulation_steps=_take(runner, "gradient_accumulation_steps", 1, int, where),
+        seed=tree.get("seed", 0),
+        epochs=runner.get("epochs", 1),
+        batch_size=runner.get("batch_size", dataset.get("batch_size", 1)),
+        gradient_accumulation_steps=runner.get("gradient_accumulation_steps", 1),
         max_grad_norm=(
-            _take(wrapper, "max_grad_norm", 1.0, float, f"{source}: runner_wrapper")
-            if wrapper.get("use_clip_grad", False)
-            else None
+            float(wrapper.get("max_grad_norm", 1.0)) if wrapper.get("use_clip_grad") else None
         ),
-        shuffle=bool(loader.get("shuffle", True)),
-        jit=int((raw.get("context") or {}).get("mode", 0)) == 0,
+        shuffle=_section(tree, "train_dataset.data_loader").get("shuffle", True),
+        jit=_section(tree, "context").get("mode", 0) == 0,
     )
-    return train, _callbacks(raw.get("callbacks"), train, source)
+    _checkpointing(tree, train)
+    return train
 
 
-def _run(raw: dict, source: str) -> RunConfig:
-    """RunConfig from the YAML's top level, its dataset sections, metric and processor."""
-
-    def dataset_dir(section: str) -> str:
-        return str(((raw.get(section) or {}).get("data_loader") or {}).get("dataset_dir") or "")
-
-    tokenizer = (raw.get("processor") or {}).get("tokenizer") or {}
-    metric = raw.get("metric") or {}
+def _run(tree: dict) -> RunConfig:
+    """RunConfig from the YAML's top level, its dataset sections, metric and processor
+    (validated)."""
+    metric = tree.get("metric") or {}
     return RunConfig(
-        run_mode=raw.get("run_mode"),
-        load_checkpoint=str(raw.get("load_checkpoint") or ""),
-        output_dir=str(raw.get("output_dir") or "./output"),
-        train_dataset_dir=dataset_dir("train_dataset"),
-        eval_dataset_dir=dataset_dir("eval_dataset"),
-        use_parallel=bool(raw.get("use_parallel", False)),
-        resume_training=bool(raw.get("resume_training", False)),
-        auto_trans_ckpt=bool(raw.get("auto_trans_ckpt", False)),
-        src_strategy_path_or_dir=str(raw.get("src_strategy_path_or_dir") or ""),
-        do_eval=bool(raw.get("do_eval", False)),
-        eval_step_interval=_take(raw, "eval_step_interval", 100, int, source),
-        eval_epoch_interval=_take(raw, "eval_epoch_interval", -1, int, source),
-        metric=str(metric.get("type", "PerplexityMetric") if isinstance(metric, dict) else metric),
-        vocab_file=str(tokenizer.get("vocab_file") or ""),
+        run_mode=tree.get("run_mode"),
+        load_checkpoint=tree.get("load_checkpoint") or "",
+        output_dir=tree.get("output_dir") or "./output",
+        train_dataset_dir=_section(tree, "train_dataset.data_loader").get("dataset_dir") or "",
+        eval_dataset_dir=_section(tree, "eval_dataset.data_loader").get("dataset_dir") or "",
+        use_parallel=tree.get("use_parallel", False),
+        resume_training=tree.get("resume_training", False),
+        auto_trans_ckpt=tree.get("auto_trans_ckpt", False),
+        src_strategy_path_or_dir=tree.get("src_strategy_path_or_dir") or "",
+        do_eval=tree.get("do_eval", False),
+        eval_step_interval=tree.get("eval_step_interval", 100),
+        eval_epoch_interval=tree.get("eval_epoch_interval", -1),
+        metric=metric.get("type", "PerplexityMetric") if isinstance(metric, dict) else metric,
+        vocab_file=_section(tree, "processor.tokenizer").get("vocab_file") or "",
     )
 
 
-def _optimizer(raw: dict, source: str) -> OptimizerConfig:
-    opt_raw = dict(raw.get("optimizer") or {})
+def _optimizer(tree: dict, source: str) -> OptimizerConfig:
+    opt_raw = _section(tree, "optimizer")
     optimizer = OptimizerConfig(
-        type=str(opt_raw.get("type", "AdamWeightDecay")),
+        type=opt_raw.get("type", "AdamWeightDecay"),
         **{
-            k: _take(opt_raw, k, getattr(OptimizerConfig, k), float, f"{source}: optimizer")
+            k: float(opt_raw.get(k, getattr(OptimizerConfig, k)))
             for k in ("learning_rate", "beta1", "beta2", "eps", "weight_decay")
         },
     )
@@ -334,21 +417,21 @@ def _optimizer(raw: dict, source: str) -> OptimizerConfig:
     return optimizer
 
 
-def _schedule(raw: dict, optimizer: OptimizerConfig, source: str) -> ScheduleConfig:
+def _schedule(tree: dict, optimizer: OptimizerConfig, source: str) -> ScheduleConfig:
     """`lr_schedule`, or the optimizer's constant learning rate without one."""
-    sched_raw = dict(
-        raw.get("lr_schedule")
-        or {"type": "ConstantWarmUpLR", "learning_rate": optimizer.learning_rate}
-    )
-    where = f"{source}: lr_schedule"
+    sched_raw = _section(tree, "lr_schedule") or {
+        "type": "ConstantWarmUpLR",
+        "learning_rate": optimizer.learning_rate,
+    }
+    ratio = sched_raw.get("warmup_ratio")
     schedule = ScheduleConfig(
-        type=str(sched_raw.get("type", "CosineWithWarmUpLR")),
-        learning_rate=_take(sched_raw, "learning_rate", optimizer.learning_rate, float, where),
-        warmup_steps=_take(sched_raw, "warmup_steps", 0, int, where) or 0,
-        warmup_ratio=_take(sched_raw, "warmup_ratio", None, float, where),
-        warmup_lr_init=_take(sched_raw, "warmup_lr_init", 0.0, float, where),
-        lr_end=_take(sched_raw, "lr_end", 0.0, float, where),
-        total_steps=_take(sched_raw, "total_steps", -1, int, where) or -1,
+        type=sched_raw.get("type", "CosineWithWarmUpLR"),
+        learning_rate=float(sched_raw.get("learning_rate", optimizer.learning_rate)),
+        warmup_steps=sched_raw.get("warmup_steps") or 0,
+        warmup_ratio=None if ratio is None else float(ratio),
+        warmup_lr_init=float(sched_raw.get("warmup_lr_init", 0.0)),
+        lr_end=float(sched_raw.get("lr_end", 0.0)),
+        total_steps=sched_raw.get("total_steps") or -1,
     )
     if schedule.type not in SCHEDULES:
         raise MindsftError(
@@ -358,33 +441,11 @@ def _schedule(raw: dict, optimizer: OptimizerConfig, source: str) -> ScheduleCon
     return schedule
 
 
-def _unsupported(raw: dict, flat_callbacks: dict, model_config: dict) -> list:
+def _unsupported(tree: dict, model_config: dict) -> list:
     """'key=value' for every result-changing key mindsft does not implement."""
-    implemented = {
-        "seed",
-        "eval_step_interval",
-        "eval_epoch_interval",
-        "model.model_config.pet_config",
-        "runner_config.epochs",
-        "runner_config.batch_size",
-        "runner_config.gradient_accumulation_steps",
-        "train_dataset.data_loader.shuffle",
-        "train_dataset.drop_remainder",
-        "runner_wrapper.max_grad_norm",
-        "runner_wrapper.use_clip_grad",
-        "callbacks.CheckpointMonitor.prefix",
-        "callbacks.CheckpointMonitor.save_checkpoint_steps",
-        "callbacks.CheckpointMonitor.keep_checkpoint_max",
-        "tensorboard",
-        "optimizer.type",
-        *(f"optimizer.{k}" for k in raw.get("optimizer") or {}),
-        *(f"lr_schedule.{k}" for k in ScheduleConfig.__dataclass_fields__),
-    }
     unsupported = []
-    flat = dict(_flatten({k: v for k, v in raw.items() if k != "callbacks"}))
-    flat.update(flat_callbacks)
-    for path, value in flat.items():
-        if _covered(path, implemented):
+    for path, value in _flatten(tree):
+        if path in KEYS or _covered(path, CHECKED_BY_OWNER):
             continue
         if path in NEUTRAL:
             if NEUTRAL[path] is not None and value != NEUTRAL[path]:
@@ -392,7 +453,7 @@ def _unsupported(raw: dict, flat_callbacks: dict, model_config: dict) -> list:
             continue
         if not _covered(path, NO_EFFECT):
             unsupported.append(f"{path}={value!r}")
-    if (raw.get("train_dataset") or {}).get("drop_remainder") is False:
+    if _section(tree, "train_dataset").get("drop_remainder") is False:
         unsupported.append("train_dataset.drop_remainder=False")
     for key, neutral in MODEL_NEUTRAL.items():
         if key in model_config and model_config[key] != neutral:
@@ -402,11 +463,12 @@ def _unsupported(raw: dict, flat_callbacks: dict, model_config: dict) -> list:
 
 def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
     """Turn a MindFormers finetune YAML (already loaded) into a FinetuneConfig."""
-    model_config, lora = _model(raw, source)
-    train, flat_callbacks = _train(raw, source)
-    optimizer = _optimizer(raw, source)
-    schedule = _schedule(raw, optimizer, source)
-    unsupported = _unsupported(raw, flat_callbacks, model_config)
+    tree = validate(raw, source)
+    model_config, lora = _model(tree, source)
+    train = _train(tree)
+    optimizer = _optimizer(tree, source)
+    schedule = _schedule(tree, optimizer, source)
+    unsupported = _unsupported(tree, model_config)
     return FinetuneConfig(
         model_config,
         train,
@@ -415,8 +477,8 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
         lora,
         unsupported,
         str(source),
-        run=_run(raw, source),
-        tensorboard=TensorBoardConfig.from_yaml(raw.get("tensorboard"), source),
+        run=_run(tree),
+        tensorboard=TensorBoardConfig.from_yaml(tree.get("tensorboard"), source),
     )
 
 

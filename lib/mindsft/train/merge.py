@@ -1,15 +1,28 @@
 """`mindsft merge-lora`: base checkpoint + LoRA training checkpoint -> one merged
 checkpoint with the base's names and dtypes (what MindFormers'
 transform_ckpt_lora.py writes). For a full-parameter run it takes rank 0's
-weights, after checking the other ranks hold the same ones."""
+weights, after checking the other ranks hold the same ones.
+
+Mismatches are refused before anything is written: a LoRA checkpoint with a
+config that has no pet_config, LoRA modules the config's target_modules does not
+select (or a base tensor for them that is absent or of another shape), a rank
+other than lora_rank, and a lora_alpha other than the one the run recorded
+(mindsft's LoRA checkpoints carry it as the scalar `lora_alpha`; MindFormers'
+and imported ones do not, and merge with the config's, as transform_ckpt_lora.py
+takes the scaling it is given)."""
 
 from pathlib import Path
 
-from mindsft.convert.ckpt import CkptWriter, iter_ckpt, scan_ckpt
+import numpy as np
+
+from mindsft.atomic import check_writable
+from mindsft.convert.ckpt import CkptWriter, iter_ckpt, read_entry, scan_ckpt
 from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.errors import MindsftError
-from mindsft.pet.config import is_lora_param
-from mindsft.pet.merge import lora_pairs, merge_tensors
+from mindsft.models.config import LlamaConfig
+from mindsft.pet.config import LORA_A, LORA_ALPHA_RECORD, LORA_B, is_lora_param
+from mindsft.pet.lora_checkpoint import check_against_config, lora_tensors
+from mindsft.pet.merge import merge_tensors
 from mindsft.train.checkpoint import RunCheckpoints
 
 
@@ -28,33 +41,79 @@ def resolve_checkpoint(path, rank: int = 0) -> Path:
 def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) -> Path:
     """Write base + (alpha/rank) B @ A in each base tensor's dtype, streamed: the
     LoRA matrices are held (they are small), the base one tensor at a time."""
+    check_writable(output_path, "file")
     lora_path = resolve_checkpoint(lora_checkpoint)
     if cfg.lora is None:
+        check_full_checkpoint(lora_path, base_checkpoint, cfg.source)
         return take_rank0(lora_path, output_path)
+    config = LlamaConfig.from_mindformers(cfg.model_config, where=f"{cfg.source}: model_config")
+    modules = lora_tensors(lora_path)
+    check_against_config(modules, config, cfg.lora, lora_path, cfg.source)
+    check_recorded_alpha(lora_path, cfg.lora.lora_alpha, cfg.source)
+    base_entries = {e.name: e for e in scan_ckpt(base_checkpoint)}
+    for module, pair in modules.items():
+        check_base_weight(base_entries, f"{module}.weight", pair, base_checkpoint, lora_path)
     lora = {
-        name: array
-        for name, array in iter_ckpt(lora_path)
-        if name.startswith(MODEL_PREFIXES) and is_lora_param(name)
+        f"{module}.{matrix}": read_entry(pair[matrix])
+        for module, pair in modules.items()
+        for matrix in (LORA_A, LORA_B)
     }
-    pairs = lora_pairs(lora)
-    if not pairs:
-        raise MindsftError(f"{lora_path}: holds no LoRA matrices (mindpet_delta_lora_a/b)")
-    absent = sorted(set(pairs) - {entry.name for entry in scan_ckpt(base_checkpoint)})
-    if absent:
-        raise MindsftError(
-            f"{base_checkpoint}: lacks the base weights of LoRA pairs: {', '.join(absent[:6])}"
-        )
-    ranks = {lora[a].shape[0] for a, _ in pairs.values()}
-    if ranks != {cfg.lora.lora_rank}:
-        raise MindsftError(
-            f"{lora_path}: LoRA rank {sorted(ranks)} differs from the config's lora_rank "
-            f"{cfg.lora.lora_rank} ({cfg.source})"
-        )
+    pairs = {f"{m}.weight": (f"{m}.{LORA_A}", f"{m}.{LORA_B}") for m in modules}
     base = (item for item in iter_ckpt(base_checkpoint) if not is_lora_param(item[0]))
     with CkptWriter(output_path) as out:
         for name, weight in merge_tensors(base, lora, cfg.lora.scaling, pairs):
             out.write(name, weight)
     return Path(output_path)
+
+
+def check_recorded_alpha(lora_path: Path, alpha: float, source) -> None:
+    """The lora_alpha a mindsft LoRA checkpoint recorded must be the config's."""
+    recorded = [e for e in scan_ckpt(lora_path) if e.name == LORA_ALPHA_RECORD]
+    if recorded:
+        value = float(read_entry(recorded[0]).reshape(-1)[0])
+        if not np.isclose(value, alpha, rtol=1e-6, atol=0.0):
+            raise MindsftError(
+                f"{lora_path}: trained with lora_alpha {value:g}, {source}'s pet_config has "
+                f"lora_alpha {alpha:g}"
+            )
+
+
+def check_base_weight(base_entries: dict, name: str, pair: dict, base_path, lora_path) -> None:
+    """The base tensor a LoRA pair updates is there and has the update's shape."""
+    update = (pair[LORA_B].shape[0], pair[LORA_A].shape[1])  # B (out, r) @ A (r, in)
+    if name not in base_entries:
+        raise MindsftError(
+            f"{base_path}: has no tensor {name}, which the LoRA pair in {lora_path} updates"
+        )
+    if tuple(base_entries[name].shape) != tuple(update):
+        raise MindsftError(
+            f"{base_path}: tensor {name} has shape {list(base_entries[name].shape)}, the LoRA "
+            f"pair in {lora_path} updates a {list(update)} weight"
+        )
+
+
+def check_full_checkpoint(rank0_path: Path, base_checkpoint, source) -> None:
+    """A full-parameter run's checkpoint holds every base weight, in the base's
+    shape, and no LoRA matrix (a LoRA run merged with a config without pet_config)."""
+    entries = {e.name: e for e in scan_ckpt(rank0_path) if e.name.startswith(MODEL_PREFIXES)}
+    lora = sorted(n for n in entries if is_lora_param(n))
+    if lora:
+        raise MindsftError(
+            f"{rank0_path}: holds {len(lora)} LoRA matrices ({lora[0]}, ...) but {source} has "
+            "no model.model_config.pet_config; merge with the LoRA run's YAML"
+        )
+    for base in scan_ckpt(base_checkpoint):
+        if not base.name.startswith(MODEL_PREFIXES):
+            continue
+        if base.name not in entries:
+            raise MindsftError(
+                f"{rank0_path}: has no tensor {base.name} of the base {base_checkpoint}"
+            )
+        if tuple(entries[base.name].shape) != tuple(base.shape):
+            raise MindsftError(
+                f"{rank0_path}: tensor {base.name} has shape {list(entries[base.name].shape)}, "
+                f"the base {base_checkpoint} has {list(base.shape)}"
+            )
 
 
 def replicas(path: Path) -> list:

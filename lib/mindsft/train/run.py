@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mindsft.atomic import check_writable
 from mindsft.errors import MindsftError
 from mindsft.train import launch
 from mindsft.train.config import FinetuneConfig, load_finetune_config
@@ -260,8 +261,11 @@ RUNNERS["predict"] = run_predict
 
 def run_command(args) -> int:
     """`mindsft run` (and `mindsft finetune`): resolve the settings, run the mode."""
+    if getattr(args, "output_dir", None) is not None:  # before MindSpore is even imported
+        check_writable(args.output_dir, "dir")
     _check_flags(args)
     cfg = resolve(args)
+    check_writable(cfg.run.output_dir, "dir")  # the YAML's, without --output_dir
     return RUNNERS[cfg.run.run_mode](cfg, args)
 
 

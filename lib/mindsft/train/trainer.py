@@ -22,12 +22,14 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
+from mindsft.atomic import cannot_write
 from mindsft.data.reader import MindRecordBatches, require_kind
 from mindsft.errors import MindsftError
 from mindsft.inference.evaluate import LossEvaluator, check_seq_length
 from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.models.loading import load_weights, read_checkpoint
+from mindsft.pet.config import LORA_ALPHA_RECORD
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
 from mindsft.progress import progress_bar
@@ -45,6 +47,15 @@ DATASET_KIND = {"train": "wiki", "finetune": "qa"}
 def dataset_kind(run_mode) -> str:
     """The MindRecord kind a run mode trains on: wiki for train, qa otherwise."""
     return DATASET_KIND.get(run_mode, "qa")
+
+
+def append_record(log, record: dict) -> None:
+    """Write one JSON line to the loss log (a binary, unbuffered file, so that a full
+    disk fails here, once, and the error names the log)."""
+    try:
+        log.write((json.dumps(record) + "\n").encode())
+    except OSError as exc:
+        raise cannot_write(log.name, exc) from None
 
 
 @dataclass
@@ -325,8 +336,7 @@ class Trainer:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
         progress bar."""
         if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            append_record(log, record)
         self.tensorboard.step(record)
         if after_step is not None:
             after_step(record)
@@ -369,8 +379,7 @@ class Trainer:
             "eval_time_s": time.perf_counter() - t0,
         }
         if log is not None:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
+            append_record(log, entry)
         self.tensorboard.scalar(EVAL_LOSS, metrics["loss"], record["step"])
         self.say(
             f"Eval result: {{'loss': {metrics['loss']:.6f}, 'PPL': {metrics['perplexity']:.4f}}} "
@@ -404,8 +413,8 @@ class Trainer:
                 for line in path.read_text().splitlines()
                 if line and json.loads(line)["step"] <= done
             ]
-        with path.open("w") as log:
-            log.writelines(line + "\n" for line in kept)
+        with path.open("wb", buffering=0) as log:  # unbuffered: a failed write fails there
+            log.write("".join(line + "\n" for line in kept).encode())
             yield log
 
     # ---- save ---------------------------------------------------------------
@@ -419,6 +428,8 @@ class Trainer:
         """Write this rank's checkpoint after `step_in_epoch` steps of 0-based `epoch`."""
         tensors = {p.name: p for p in self._saved_parameters()}
         tensors.update(checkpoint.position_tensors(epoch, step_in_epoch))
+        if self.cfg.lora is not None:  # merge-lora checks it against its config
+            tensors[LORA_ALPHA_RECORD] = ms.Tensor(np.float32(self.cfg.lora.lora_alpha))
         self.last_checkpoint = self.ckpts.save(
             self.rank, epoch + 1, step_in_epoch, tensors, self.cfg.train.keep_checkpoint_max
         )

@@ -1,5 +1,7 @@
 """Checks on config/config.yaml that a JSON schema cannot express (references
-between sections), and the finetune YAML a run actually trains with."""
+between sections, what a dataset holds, what a run's finetune YAML becomes),
+made when Snakemake loads the workflow (`snakemake -n` included), and the
+finetune YAML a run actually trains with."""
 
 import copy
 from pathlib import Path
@@ -8,13 +10,26 @@ import yaml
 
 from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
-from mindsft.files import read_yaml
+from mindsft.files import read_json, read_yaml
+from mindsft.keys import is_near_miss
 
 
-def check_config(config: dict, root) -> None:
-    """Raise MindsftError naming the key when a run, dataset or demo entry
-    refers to something that is not there."""
-    models, datasets, runs = config["models"], config["datasets"], config["runs"]
+def dataset_records(spec: dict) -> tuple:
+    """(record count, where it comes from) of a dataset, where it is known before
+    any job runs: a local `path` that exists (read now), or the tiny demo's fixed
+    count; (None, None) for a `url` (checked when the split job reads the file)."""
+    if "tiny_model" in spec:
+        from mindsft.tiny import DEMO_RECORDS
+
+        return DEMO_RECORDS, "the tiny demo's alpaca_demo.json"
+    path = spec.get("path")
+    if path is not None and Path(path).is_file():
+        return len(read_json(path, expect=list)), str(path)
+    return None, None
+
+
+def check_datasets(models: dict, datasets: dict) -> None:
+    """tiny_model names a tiny model; eval_records leaves records to train on."""
     for name, ds in datasets.items():
         tiny = ds.get("tiny_model")
         if tiny is not None and "tiny" not in models.get(tiny, {}):
@@ -22,6 +37,32 @@ def check_config(config: dict, root) -> None:
                 f"config: datasets.{name}.tiny_model: {tiny!r} is not a model with `tiny:`"
                 f" (models: {', '.join(models)})"
             )
+        records, where = dataset_records(ds)
+        if records is not None and ds["eval_records"] >= records:
+            raise MindsftError(
+                f"config: datasets.{name}.eval_records: {ds['eval_records']} leaves nothing to "
+                f"train on ({records} records in {where})"
+            )
+
+
+def check_overrides(name: str, run: dict, root) -> None:
+    """The run's finetune YAML with its seq_length and overrides applied: every
+    override names a key the YAML has, and the result reads as a finetune config."""
+    from mindsft.train.config import parse_finetune_config
+
+    source = f"config: runs.{name}.overrides ({run['finetune_config']})"
+    tree = resolve_finetune_yaml(Path(root) / run["finetune_config"], run["seq_length"], {})
+    for key, value in (run.get("overrides") or {}).items():
+        set_dotted(tree, key, value, source=source)
+    parse_finetune_config(tree, f"{run['finetune_config']} with runs.{name}.overrides")
+
+
+def check_config(config: dict, root) -> None:
+    """Raise MindsftError naming the key when a run, dataset or demo entry
+    refers to something that is not there, a dataset holds no more records than
+    it holds out, or a run's overrides do not fit its finetune YAML."""
+    models, datasets, runs = config["models"], config["datasets"], config["runs"]
+    check_datasets(models, datasets)
     for name, run in runs.items():
         for key, known in (("model", models), ("dataset", datasets)):
             if run[key] not in known:
@@ -33,6 +74,7 @@ def check_config(config: dict, root) -> None:
             raise MindsftError(
                 f"config: runs.{name}.finetune_config: {run['finetune_config']} does not exist"
             )
+        check_overrides(name, run, root)
     for name in config["demo_runs"]:
         if name not in runs:
             raise MindsftError(
@@ -51,7 +93,11 @@ def set_dotted(tree: dict, dotted: str, value, *, source: str) -> None:
             raise MindsftError(f"{source}: override {dotted!r}: {where!r} is not a section")
         node = node[part]
     if parts[-1] not in node:
-        raise MindsftError(f"{source}: override {dotted!r}: no such key in the finetune YAML")
+        close = [k for k in node if is_near_miss(parts[-1], str(k))]
+        meant = f"; did you mean {'.'.join([*parts[:-1], close[0]])}?" if close else ""
+        raise MindsftError(
+            f"{source}: override {dotted!r}: no such key in the finetune YAML{meant}"
+        )
     node[parts[-1]] = value
 
 

@@ -4,15 +4,15 @@ import contextlib
 import os
 import sys
 
-from mindsft.errors import MindsftError
+from mindsft.errors import MindsftError, os_error_line
 
 
 @contextlib.contextmanager
 def log_to(path):
     """Send this process's stdout and stderr to `path` at the file-descriptor
     level, so MindSpore's C++ logs and child processes land there too. A
-    MindsftError ends the process as the `mindsft` command does: one line in the
-    log, no traceback, exit status 2."""
+    MindsftError or an operating-system error (a full disk) ends the process as
+    the `mindsft` command does: one line in the log, no traceback, exit status 2."""
     sys.stdout.flush()
     sys.stderr.flush()
     failed = False
@@ -24,6 +24,9 @@ def log_to(path):
             yield
         except MindsftError as exc:
             print(f"mindsft: error: {exc}", file=sys.stderr)
+            failed = True
+        except OSError as exc:
+            print(f"mindsft: error: {os_error_line(exc)}", file=sys.stderr)
             failed = True
         finally:
             sys.stdout.flush()
