@@ -131,10 +131,17 @@ def msrun_command(child_argv: list, cluster: Cluster) -> list:
     return cmd + ["python", "-m", "mindsft.train.worker", *child_argv]
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+# `python -c WITH_PDEATHSIG LAUNCHER_PID CMD...` runs CMD so that it dies with the
+# launcher: PR_SET_PDEATHSIG survives exec, and a launcher already gone is caught
+# by the parent check (a preexec_fn would run Python after fork in a launcher that
+# may have threads)
+WITH_PDEATHSIG = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def error_report(log: Path, limit: int = 12) -> str | None:
@@ -398,12 +405,12 @@ def run_msrun(child_argv: list, cluster: Cluster, say) -> int:
     try:
         with open(log, "wb") as out, Forwarder() as fwd:
             proc = subprocess.Popen(
-                msrun_command(child_argv, cluster),
+                [sys.executable, "-c", WITH_PDEATHSIG, str(os.getpid())]
+                + msrun_command(child_argv, cluster),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl+C at the terminal reaches only the launcher
-                preexec_fn=_pdeathsig,
             )
             try:
                 return Watch(proc, folder, cluster, fwd, say).until_done()
