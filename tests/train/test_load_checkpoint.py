@@ -3,6 +3,8 @@ or one full rank_0), a folder of files loaded together, continuing LoRA training
 from a LoRA checkpoint (mindsft's, MindFormers' base + mindpet_delta_lora_*), and
 the bad inputs, each one line."""
 
+import os
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -160,3 +162,13 @@ def test_lora_training_continues_from_lora_checkpoints(made, tmp_path):
     )
     with pytest.raises(MindsftError, match="unmerged LoRA"):
         full.setup()
+
+
+def test_rank_files_named_without_a_step_take_each_ranks_newest(made, tmp_path):
+    for rank in (0, 1):
+        folder = tmp_path / f"rank_{rank}"
+        folder.mkdir()
+        (folder / "old.ckpt").write_bytes(made["base"].read_bytes())
+        os.utime(folder / "old.ckpt", (1, 1))
+        (folder / "llama2_7b.ckpt").write_bytes(made["base"].read_bytes())
+    assert weight_files(tmp_path) == [tmp_path / "rank_0" / "llama2_7b.ckpt"]

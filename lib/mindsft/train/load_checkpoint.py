@@ -3,7 +3,8 @@
 - a checkpoint file;
 - a folder holding `rank_0 ... rank_{n-1}` as MindFormers writes them
   (`output/checkpoint/`, or the output folder above it): data-parallel replicas,
-  or a single `rank_0`. The newest step every rank holds is taken; each file is
+  or a single `rank_0`. The newest step every rank holds is taken (for files
+  named without a step, MindFormers' rule: each rank's newest); each file is
   checked against its checksum where it has one, and the replicas are checked to
   hold the same tensors, one tensor at a time, the work spread over the workers
   (worker w checks ranks w, w + world, ...; every worker checks rank 0, which it
@@ -59,6 +60,18 @@ def _held(ckpts: RunCheckpoints, ranks) -> str:
     return "; ".join(parts)
 
 
+def newest_by_time(ckpts: RunCheckpoints, ranks) -> list | None:
+    """MindFormers' own rule for rank folders whose files carry no step in their
+    names (`rank_0/llama2_7b.ckpt`): each rank's newest .ckpt by modification time;
+    None when some file does carry a step (the step rule applies)."""
+    found = [
+        sorted(ckpts.rank_dir(r).glob("*.ckpt"), key=lambda p: p.stat().st_mtime) for r in ranks
+    ]
+    if not all(found) or any(ckpts.files(r) for r in ranks):
+        return None
+    return [files[-1] for files in found]
+
+
 def newest_common_files(ckpts: RunCheckpoints) -> list:
     """Every rank's file of the newest (epoch, step) all ranks hold, rank 0 first."""
     ranks = ckpts.ranks()
@@ -67,6 +80,9 @@ def newest_common_files(ckpts: RunCheckpoints) -> list:
             f"{ckpts.root}: rank folders must be rank_0 ... rank_{{n-1}}, found "
             f"{', '.join(f'rank_{r}' for r in ranks)}"
         )
+    unnamed = newest_by_time(ckpts, ranks)
+    if unnamed:
+        return unnamed
     common = ckpts.common_steps(ranks)
     if not common:
         raise MindsftError(
