@@ -140,7 +140,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "msrun-launcher",
         help="run a mindsft command on N workers under msrun (scripts/msrun_launcher.sh)",
-        description=__doc__.split("\n\n")[0],
+        description="Run a mindsft command line (CMD; run_mindformer.py reads as run) on "
+        "WORKER_NUM workers under msrun, with scripts/msrun_launcher.sh's positional "
+        "arguments and defaults: 8 workers, master 127.0.0.1:8118, node rank 0, logs in "
+        "output/msrun_log, JOIN False, cluster time-out 7200 s. It waits for the run and "
+        "prints a failed worker's own error.",
     )
     p.add_argument("params", nargs="+", metavar="ARG", help=" | ".join(FORMS))
     p.set_defaults(func=run_launcher)
