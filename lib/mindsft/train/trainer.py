@@ -335,9 +335,10 @@ class Trainer:
             open_writer(self.cfg.tensorboard, self.rank, done) as self.tensorboard,
         ):
             t0 = time.perf_counter()
-            self._stop_point(done)
+            if self.world == 1:  # many workers learn of a stop through a step's all-reduce
+                self._stop_point(done, self.stop_votes())
             for epoch, step_in_epoch, batches in self._remaining_steps():
-                record = self._train_step(batches, epoch, step_in_epoch, t0)
+                record, votes = self._train_step(batches, epoch, step_in_epoch, t0)
                 if self.stop is not None:
                     self.stop.reclaim()
                 loss = record["loss"]
@@ -347,7 +348,7 @@ class Trainer:
                 saved = None
                 if record["step"] % every == 0 or record["step"] == self.total_steps:
                     saved = self.save(epoch, step_in_epoch + 1)
-                self._stop_point(record["step"], epoch, step_in_epoch + 1, saved)
+                self._stop_point(record["step"], votes, epoch, step_in_epoch + 1, saved)
         return {
             "steps": self.total_steps,
             "final_loss": loss,
@@ -366,13 +367,14 @@ class Trainer:
             for step_in_epoch in range(first, self.steps_per_epoch):
                 yield epoch, step_in_epoch, batches
 
-    def _train_step(self, batches, epoch: int, step_in_epoch: int, t0: float) -> dict:
-        """One optimizer step; its loss-log record. A non-finite loss stops the run."""
+    def _train_step(self, batches, epoch: int, step_in_epoch: int, t0: float) -> tuple:
+        """One optimizer step: its loss-log record and the stop votes of every
+        worker (stop_votes). A non-finite loss or gradient norm stops the run."""
         tc = self.cfg.train
         gstep = epoch * self.steps_per_epoch + step_in_epoch  # 0-based optimizer step
         lr = learning_rate(self.cfg.schedule, gstep, self.total_steps)
         t_step = time.perf_counter()
-        loss_sum, count, norm = self._one_step(batches, gstep, lr)
+        loss_sum, count, norm, votes = self._one_step(batches, gstep, lr)
         loss = float(loss_sum.asnumpy()) / max(float(count.asnumpy()), 1.0)
         grad_norm = float(norm.asnumpy())
         for what, value in (("loss", loss), ("gradient norm", grad_norm)):
@@ -380,7 +382,7 @@ class Trainer:
                 raise self._diverged(gstep + 1, f"{what} is {value}")
         tokens = tc.batch_size * self.batches.seq_length * self.world
         tokens *= tc.gradient_accumulation_steps
-        return {
+        record = {
             "step": gstep + 1,
             "epoch": epoch + 1,
             "loss": loss,
@@ -390,18 +392,20 @@ class Trainer:
             "tokens_per_s": tokens / (time.perf_counter() - t_step),
             "elapsed": time.perf_counter() - t0,
         }
+        return record, votes.asnumpy()
 
     def _one_step(self, batches, gstep: int, lr: float):
         accum = self.cfg.train.gradient_accumulation_steps
         lr_t = ms.Tensor(lr, ms.float32)
+        votes = ms.Tensor(self.stop_votes())
         for j in range(accum):
             batch = next(batches)
             masks = self.dropout.masks(gstep, j)
             ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
             if accum == 1:
-                return self.step_fn.fused(ids, labels, masks, lr_t)
+                return self.step_fn.fused(ids, labels, masks, lr_t, votes)
             self.step_fn.micro(ids, labels, masks)
-        return self.step_fn.apply(lr_t)
+        return self.step_fn.apply(lr_t, votes)
 
     def _record(self, record: dict, log, bar, after_step) -> None:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
@@ -518,22 +522,23 @@ class Trainer:
         return MindsftError(f"step {step}: {what}; training stopped (last good checkpoint: {kept})")
 
     # ---- stop ---------------------------------------------------------------
-    def _agreed_stop(self) -> int | None:
-        """The stop signal any rank received (SIGTERM first), the same on every rank."""
+    def stop_votes(self) -> np.ndarray:
+        """This worker's stop votes, [SIGTERM received, SIGINT received] (float32):
+        summed over the workers inside the train step."""
         got = self.stop.signum if self.stop is not None else None
-        votes = np.array([got == signal.SIGTERM, got == signal.SIGINT], np.float32)
-        votes = all_sum(votes, self.world)
-        if votes[0]:
-            return signal.SIGTERM
-        return signal.SIGINT if votes[1] else None
+        return np.array([got == signal.SIGTERM, got == signal.SIGINT], np.float32)
 
-    def _stop_point(self, done: int, epoch=None, step_in_epoch=None, saved=None) -> None:
-        """At a step boundary (`done` steps done): when a stop was asked for, write
-        this step's checkpoint unless `saved` already is, wait for every rank to
-        have written its own, and raise Stopped."""
-        signum = self._agreed_stop()
-        if signum is None:
+    def _stop_point(self, done: int, votes, epoch=None, step_in_epoch=None, saved=None) -> None:
+        """At a step boundary (`done` steps done), given the stop `votes` of every
+        worker (the same on all of them; SIGTERM first): write this step's
+        checkpoint unless `saved` already is, wait for every rank to have written
+        its own, and raise Stopped. One process acts on a signal as soon as it is
+        recorded; many workers on the votes that went into the step just done."""
+        if self.world == 1:
+            votes = self.stop_votes()
+        if not votes.any():
             return
+        signum = signal.SIGTERM if votes[0] else signal.SIGINT
         where = f"after step {done} of {self.total_steps}"
         if epoch is None:
             newest = f"the newest is {self.last_checkpoint}" if self.last_checkpoint else "none"
