@@ -5,8 +5,10 @@ data position."""
 import mindspore as ms
 import numpy as np
 import pytest
+from mindsft.convert.ckpt import CkptWriter
 from mindsft.errors import MindsftError
 from mindsft.train.checkpoint import (
+    CRC_LEN,
     MISMATCH,
     NO_TRAILER,
     SIGNATURE,
@@ -116,8 +118,21 @@ def test_the_checksum_trailer_is_mindspores_and_catches_bit_rot_and_truncation(t
     path.write_bytes(bytes(rotten))
     assert verify(path) == MISMATCH
     path.write_bytes(bytes(data[:-100]))
-    assert verify(path) == NO_TRAILER and verify(path, required=False) is None
+    assert verify(path) == NO_TRAILER
+    assert verify(path, required=False).startswith("cut short or corrupt (truncated")
     assert verify(tmp_path / "none.ckpt").startswith("unreadable (No such file")
+
+
+def test_without_required_a_checkpoint_with_no_trailer_passes_unless_it_is_mindsfts(tmp_path):
+    foreign = tmp_path / "mindformers.ckpt"  # what MindFormers writes: no trailer
+    with CkptWriter(foreign) as out:
+        out.write("model.norm_out.weight", np.ones(4, np.float32))
+    assert verify(foreign) == NO_TRAILER and verify(foreign, required=False) is None
+    ours = RunCheckpoints(tmp_path, "tiny").save(
+        0, 1, 1, {"w": np.ones(4, np.float32), SIGNATURE: signature_tensor({})}, keep_max=0
+    )
+    ours.write_bytes(ours.read_bytes()[:-CRC_LEN])  # cut exactly before its trailer
+    assert verify(ours, required=False) == NO_TRAILER  # its signature, written first, says so
 
 
 def test_a_save_holding_a_non_finite_tensor_writes_nothing(tmp_path):

@@ -20,6 +20,8 @@ from mindsft.errors import MindsftError
 from mindsft.files import file_sha256
 from mindsft.models.llama import LlamaForCausalLM
 from mindsft.pet.config import is_lora_param
+from mindsft.train.checkpoint import read_signature
+from mindsft.train.load_checkpoint import weight_files
 
 EMBEDDING = "model.tok_embeddings.embedding_weight"
 
@@ -56,8 +58,6 @@ class LoadedWeights:
 def _base_of(path: Path, stored: dict) -> list:
     """The base checkpoint(s) the signature of a LoRA-only mindsft checkpoint names,
     checked unchanged by sha256."""
-    from mindsft.train.checkpoint import read_signature
-
     signature = read_signature(stored) or {}
     bases = list(zip(signature.get("base_paths", []), signature.get("base", []), strict=False))
     if bases and all(Path(p).is_file() and file_sha256(p) == sha for p, sha in bases):
@@ -71,8 +71,6 @@ def _base_of(path: Path, stored: dict) -> list:
 
 def read_weights(source, rank: int = 0, world: int = 1) -> tuple:
     """({name: Parameter}, files read) of the weights `source` names."""
-    from mindsft.train.load_checkpoint import weight_files
-
     files = weight_files(source, rank, world)
     stored, where = {}, {}
     for path in files:

@@ -41,7 +41,8 @@ _BLOCK = 1 << 20
 NO_TRAILER = "no checksum trailer (cut short or not written by mindsft)"
 MISMATCH = "checksum mismatch (the file changed after it was written)"
 UNREADABLE = "unreadable"
-VERIFY_REASONS = (NO_TRAILER, MISMATCH, UNREADABLE)
+CORRUPT = "cut short or corrupt"
+VERIFY_REASONS = (NO_TRAILER, MISMATCH, UNREADABLE, CORRUPT)
 UNUSABLE = ("missing on this rank", *VERIFY_REASONS)  # as codes 1, 2, ... ranks exchange
 
 
@@ -197,7 +198,8 @@ class RunCheckpoints:
         try:
             with atomic_output(path) as tmp:
                 with CkptWriter(tmp) as out:
-                    for name, tensor in tensors.items():
+                    for name in sorted(tensors, key=lambda n: n != SIGNATURE):  # signature first
+                        tensor = tensors[name]
                         array = tensor.asnumpy() if hasattr(tensor, "asnumpy") else tensor
                         if array.dtype.kind == "f" and not np.isfinite(array).all():
                             raise NonFiniteTensor(path, name)
@@ -236,15 +238,16 @@ def append_checksum(path) -> None:
 
 def verify(path, *, required: bool = True) -> str | None:
     """None when the checkpoint at `path` ends in a checksum trailer that matches its
-    content; else why not. Without `required`, a file with no trailer passes (a
-    checkpoint written by MindFormers, which does not add one)."""
+    content; else why not. Without `required`, a file with no trailer passes when it
+    reads whole and is not mindsft's: MindFormers adds no trailer, while a mindsft
+    checkpoint (its first tensor is the run signature) without one was cut short."""
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             fh.seek(max(size - CRC_LEN, 0))
             trailer = fh.read(CRC_LEN)
             if not trailer.startswith(CRC_TAG):
-                return NO_TRAILER if required else None
+                return NO_TRAILER if required else _without_trailer(path)
             fh.seek(0)
             if _crc32(fh, size - CRC_LEN) != int.from_bytes(trailer[len(CRC_TAG) :], "big"):
                 return MISMATCH
@@ -269,6 +272,14 @@ def agreed_tensors(reference, others, keep=lambda name: True):
                     f"in {name}"
                 )
         yield name, array
+
+
+def _without_trailer(path) -> str | None:
+    try:
+        entries = scan_ckpt(path)
+    except MindsftError as exc:
+        return f"{CORRUPT} ({str(exc).removeprefix(f'{path}: ')})"
+    return NO_TRAILER if entries and entries[0].name == SIGNATURE else None
 
 
 def position_tensors(epoch: int, step_in_epoch: int) -> dict:

@@ -19,8 +19,8 @@ folders whose files differ are refused naming the tensor.
 
 from pathlib import Path
 
+from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.errors import MindsftError
-from mindsft.models.loading import MODEL_PREFIXES
 from mindsft.train.checkpoint import RunCheckpoints, agreed_tensors, verify
 
 

@@ -34,13 +34,12 @@ def _say(msg: str) -> None:
 
 
 def resolve_checkpoint(path, rank: int = 0, say=_say) -> Path:
-    """A checkpoint file (checked against its checksum when it has one, and when it
-    sits in a run's checkpoint layout, where it must), or under a run's train dir
-    the newest of `rank` whose checksum verifies, with its replicas'."""
+    """A checkpoint file, or under a run's train dir the newest of `rank` that
+    verifies with its replicas (checkpoint.verify without `required`: mindsft's
+    own by their checksums, MindFormers' by reading whole)."""
     path = Path(path)
     if path.is_file():
-        in_run, _ = RunCheckpoints.holding(path)
-        reason = verify(path, required=in_run is not None)
+        reason = verify(path, required=False)
         if reason:
             raise MindsftError(f"{path}: {reason}")
         return path
@@ -55,14 +54,13 @@ def newest_verified(files: list, say=_say) -> Path:
     """The newest of `files` (CheckpointFile, oldest first) that verifies together
     with the other ranks' files of its save; each one skipped is a line saying why."""
     for found in reversed(files):
-        bad = [(p, r) for p in (found.path, *replicas(found.path)) if (r := verify(p))]
+        saves = (found.path, *replicas(found.path))
+        bad = [(p, r) for p in saves if (r := verify(p, required=False))]
         if not bad:
             return found.path
         for p, reason in bad:
             say(f"skipping {p}: {reason}")
-    raise MindsftError(
-        f"{files[-1].path.parent}: no checkpoint passes its checksum ({len(files)} tried)"
-    )
+    raise MindsftError(f"{files[-1].path.parent}: no checkpoint verifies ({len(files)} tried)")
 
 
 def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) -> Path:
