@@ -9,6 +9,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 from mindsft.cli import main
+from mindsft.convert.ckpt import CkptWriter
 from mindsft.data.reader import MindRecordBatches
 from mindsft.errors import MindsftError
 from mindsft.models.loading import load_model

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, cannot_write
 from mindsft.convert.ckpt import CkptWriter, iter_ckpt, scan_ckpt
 from mindsft.errors import MindsftError
 
@@ -207,9 +207,13 @@ class RunCheckpoints:
                 append_checksum(tmp)
         except OSError as exc:
             self.remove_partial(rank)
-            raise MindsftError(
-                f"{path}: cannot write the checkpoint ({exc.strerror or exc})"
-            ) from None
+            raise cannot_write(path, exc) from None
+        except NonFiniteTensor:
+            raise
+        except MindsftError as exc:  # the writer's own one line names its temporary file
+            self.remove_partial(rank)
+            where, _, why = str(exc).partition(": ")
+            raise MindsftError(f"{path}: {why}" if ".tmp-" in where else str(exc)) from None
         self.prune(rank, keep_max)
         return path
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from mindsft.atomic import cannot_write
 from mindsft.errors import MindsftError
 
 
@@ -64,8 +65,12 @@ class RunLock:
 
     def __enter__(self):
         self._made = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, previous = self._open_locked()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, previous = self._open_locked()
+        except OSError as exc:  # a read-only or full output location: one line, named
+            raise cannot_write(self.path, exc) from None
+        self._fd = fd
         if previous.strip():
             self.say(
                 f"{self.path}: taking over the lock of a run that is gone ({_holder(previous)})"
@@ -76,9 +81,12 @@ class RunLock:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(sys.argv),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:
+            self.__exit__()
+            raise cannot_write(self.path, exc) from None
         return self
 
     def __exit__(self, *exc):
