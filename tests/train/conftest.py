@@ -186,6 +186,16 @@ def finetune_yaml():
     return write
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, make_base_checkpoint, make_mindrecord):
+    """A folder of the test module's own with `base.ckpt` (the tiny Llama) and
+    `data.mindrecord` (16 rows)."""
+    d = tmp_path_factory.mktemp("train")
+    make_base_checkpoint(d / "base.ckpt")
+    make_mindrecord(d / "data.mindrecord", rows=16)
+    return d
+
+
 @pytest.fixture(scope="session")
 def read_losses():
     """read_losses(output_dir): the records of a run's loss.jsonl."""

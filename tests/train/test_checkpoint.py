@@ -5,12 +5,21 @@ data position."""
 import mindspore as ms
 import numpy as np
 import pytest
+from mindsft.convert.ckpt import CkptWriter
 from mindsft.errors import MindsftError
 from mindsft.train.checkpoint import (
+    CRC_LEN,
+    MISMATCH,
+    NO_TRAILER,
+    SIGNATURE,
     CheckpointFile,
+    NonFiniteTensor,
     RunCheckpoints,
     position_tensors,
     read_position,
+    read_signature,
+    signature_tensor,
+    verify,
 )
 
 
@@ -94,3 +103,65 @@ def test_holding_gives_the_run_and_prefix_of_a_file_in_the_layout(tmp_path):
     assert (found.rank, found.position) == (1, (2, 5))
     assert RunCheckpoints.holding(tmp_path / "llama_7b_rank_1-2_5.ckpt") == (None, None)
     assert RunCheckpoints.holding(tmp_path / "model.ckpt") == (None, None)
+
+
+def test_the_checksum_trailer_is_mindspores_and_catches_bit_rot_and_truncation(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    tensors = {"w": np.arange(4096, dtype=np.float32), "global_step": np.array(3, np.int32)}
+    path = ckpts.save(0, 1, 3, tensors, keep_max=0)
+    assert verify(path) is None
+    stored = ms.load_checkpoint(str(path), crc_check=True)  # MindSpore checks it too
+    assert np.array_equal(stored["w"].asnumpy(), tensors["w"])
+    data = bytearray(path.read_bytes())
+    rotten = bytearray(data)
+    rotten[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    path.write_bytes(bytes(rotten))
+    assert verify(path) == MISMATCH
+    path.write_bytes(bytes(data[:-100]))
+    assert verify(path) == NO_TRAILER
+    assert verify(path, required=False).startswith("cut short or corrupt (truncated")
+    assert verify(tmp_path / "none.ckpt").startswith("unreadable (No such file")
+
+
+def test_without_required_a_checkpoint_with_no_trailer_passes_unless_it_is_mindsfts(tmp_path):
+    foreign = tmp_path / "mindformers.ckpt"  # what MindFormers writes: no trailer
+    with CkptWriter(foreign) as out:
+        out.write("model.norm_out.weight", np.ones(4, np.float32))
+    assert verify(foreign) == NO_TRAILER and verify(foreign, required=False) is None
+    ours = RunCheckpoints(tmp_path, "tiny").save(
+        0, 1, 1, {"w": np.ones(4, np.float32), SIGNATURE: signature_tensor({})}, keep_max=0
+    )
+    ours.write_bytes(ours.read_bytes()[:-CRC_LEN])  # cut exactly before its trailer
+    assert verify(ours, required=False) == NO_TRAILER  # its signature, written first, says so
+
+
+def test_a_save_holding_a_non_finite_tensor_writes_nothing(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    tensors = {"ok": np.ones(3, np.float32), "bad": np.array([1.0, np.inf], np.float32)}
+    with pytest.raises(NonFiniteTensor, match="bad holds NaN or infinite values; not written"):
+        ckpts.save(0, 1, 1, tensors, keep_max=0)
+    assert list(ckpts.rank_dir(0).iterdir()) == []
+
+
+def test_remove_partial_deletes_only_temporary_files_of_saves(tmp_path):
+    ckpts = RunCheckpoints(tmp_path, "tiny")
+    touch(ckpts, 0, (1, 2))
+    folder = ckpts.rank_dir(0)
+    partial = [
+        folder / ".tiny_rank_0-1_4.ckpt.tmp-0a1b2c3d",
+        folder / "..tiny_rank_0-1_4.ckpt.tmp-0a1b2c3d.tmp-99999999",
+    ]
+    for p in partial:
+        p.write_bytes(b"")
+    (folder / ".keep").write_text("")
+    assert sorted(ckpts.remove_partial(0)) == sorted(partial)
+    assert sorted(p.name for p in folder.iterdir()) == [".keep", "tiny_rank_0-1_2.ckpt"]
+
+
+def test_the_signature_round_trips_through_a_checkpoint(tmp_path):
+    signature = {"batch_size": 2, "dataset": {"rows": 16, "sha256": "ab"}}
+    path = RunCheckpoints(tmp_path, "tiny").save(
+        0, 1, 1, {SIGNATURE: signature_tensor(signature)}, keep_max=0
+    )
+    assert read_signature(ms.load_checkpoint(str(path))) == signature
+    assert read_signature({}) is None

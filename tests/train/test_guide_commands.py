@@ -24,20 +24,15 @@ SCRIPTS = {
     "python llama_preprocess.py": "mindsft preprocess",
     "bash scripts/msrun_launcher.sh": "mindsft msrun-launcher",
 }
-NEEDS_LAUNCHER = pytest.mark.xfail(
-    strict=False, reason="needs msrun-launcher from the training-core branch"
-)
-# the guide's commands in order: the script each begins with, and the launcher mark
+# the guide's commands in order: the script each begins with
 STEPS = [
     pytest.param(0, "python convert_weight.py", id="convert_weight"),
     pytest.param(1, "python alpaca_converter.py", id="alpaca_converter"),
     pytest.param(2, "python llama_preprocess.py", id="llama_preprocess"),
     pytest.param(3, "python run_mindformer.py", id="finetune_one_process"),
-    pytest.param(4, "bash scripts/msrun_launcher.sh", id="finetune_msrun", marks=NEEDS_LAUNCHER),
-    pytest.param(5, "bash scripts/msrun_launcher.sh", id="lora_msrun", marks=NEEDS_LAUNCHER),
-    pytest.param(
-        6, "bash scripts/msrun_launcher.sh", id="lora_msrun_from_dir", marks=NEEDS_LAUNCHER
-    ),
+    pytest.param(4, "bash scripts/msrun_launcher.sh", id="finetune_msrun"),
+    pytest.param(5, "bash scripts/msrun_launcher.sh", id="lora_msrun"),
+    pytest.param(6, "bash scripts/msrun_launcher.sh", id="lora_msrun_from_dir"),
 ]
 
 

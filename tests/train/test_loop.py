@@ -2,6 +2,7 @@
 base weights under LoRA, accumulation == larger batch, exact resume, NaN stop,
 loss log and checkpoint layout, and one-line errors for bad input."""
 
+import re
 import shutil
 
 import mindspore as ms
@@ -13,14 +14,6 @@ from mindsft.pet.lora import is_lora_param
 from mindsft.train.checkpoint import RunCheckpoints
 from mindsft.train.config import load_finetune_config
 from mindsft.train.trainer import RunPaths, Trainer
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, make_base_checkpoint, make_mindrecord):
-    d = tmp_path_factory.mktemp("train")
-    make_base_checkpoint(d / "base.ckpt")
-    make_mindrecord(d / "data.mindrecord", rows=16)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +82,7 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
     stored = ms.load_checkpoint(str(small.last_checkpoint))
     assert (
         "adam_m.model.layers.0.attention.wq.weight" in stored
-        and int(stored["global_step"].asnumpy()) == 8
+        and stored["global_step"].asnumpy().item() == 8
     )
 
 
@@ -140,15 +133,35 @@ def test_lora_freezes_the_base_and_resume_after_step_k_reproduces_every_later_lo
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     workdir, run, read_losses
 ):
-    with pytest.raises(
-        MindsftError,
-        match=r"step (\d+): loss is (nan|inf).*last good checkpoint: .*tiny_rank_0-1_\d\.ckpt",
-    ):
+    with pytest.raises(MindsftError) as err:
         run("nan", lr=1e30, clip=False, save_steps=1)
+    m = re.fullmatch(
+        r"step (\d+): (loss|gradient norm) is (nan|inf); training stopped "
+        r"\(last good checkpoint: (.*tiny_rank_0-1_\d\.ckpt)\)",
+        str(err.value),
+    )
+    assert m, err.value
     kept = rank0_files(workdir / "nan")
-    assert kept
+    assert kept and str(kept[-1]) == m.group(4)
     losses = [r["loss"] for r in read_losses(workdir / "nan")]
     assert all(np.isfinite(losses)) and len(kept) == len(losses)
+    for path in kept:  # nothing non-finite was ever saved
+        stored = ms.load_checkpoint(str(path))
+        assert all(np.isfinite(v.asnumpy()).all() for v in stored.values() if v.dtype == ms.float32)
+
+
+def test_weights_that_overflow_are_never_saved(workdir, run):
+    # a float32 learning rate of inf: the first update leaves weights non-finite
+    # while the step's own loss and gradient norm are finite
+    with pytest.raises(MindsftError) as err:
+        run("overflow", lr=1e39, clip=False, save_steps=1)
+    assert re.fullmatch(
+        r"step 1: \S+ is not finite \(not saved\); training stopped "
+        r"\(last good checkpoint: none written yet\)",
+        str(err.value),
+    ), err.value
+    assert rank0_files(workdir / "overflow") == []
+    assert not list((workdir / "overflow" / "checkpoint" / "rank_0").iterdir())
 
 
 def finetune_argv(workdir, config, checkpoint="base.ckpt", *extra) -> list:

@@ -14,7 +14,7 @@ from mindsft.data.reader import MindRecordBatches
 from mindsft.errors import MindsftError
 from mindsft.models.loading import load_model
 from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
-from mindsft.train.checkpoint import RunCheckpoints
+from mindsft.train.checkpoint import RunCheckpoints, verify
 from mindsft.train.config import load_finetune_config
 from mindsft.train.merge import replicas, resolve_checkpoint
 from mindsft.train.trainer import RunPaths, Trainer
@@ -136,12 +136,8 @@ def test_a_base_that_does_not_fit_the_lora_pairs_names_the_file_and_tensor(
 
 
 def write_rank(train_dir, rank, weights, step=2):
-    path = RunCheckpoints(train_dir, "tiny").file(rank, 1, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with CkptWriter(path) as out:
-        for name, array in weights.items():
-            out.write(name, array)
-    return path
+    """A training checkpoint as a run writes it (checksum trailer included)."""
+    return RunCheckpoints(train_dir, "tiny").save(rank, 1, step, weights, keep_max=0)
 
 
 def test_full_run_merge_refuses_replicas_that_differ_and_writes_nothing(tmp_path, capsys):
@@ -190,3 +186,26 @@ def test_replicas_are_the_other_ranks_files_of_the_same_save(tmp_path):
     loose.parent.mkdir()
     loose.write_bytes(rank0.read_bytes())
     assert replicas(loose) == []  # not inside a run's checkpoint folder
+
+
+def test_merge_takes_the_newest_save_whose_checksums_verify_and_says_what_it_skipped(
+    tmp_path, capsys
+):
+    weights = {"model.norm_out.weight": np.ones(4, np.float32)}
+    run = tmp_path / "train"
+    good = write_rank(run, 0, weights, step=2)
+    write_rank(run, 1, weights, step=2)
+    newest = write_rank(run, 0, weights, step=4)
+    bad_replica = write_rank(run, 1, weights, step=4)
+    data = bytearray(bad_replica.read_bytes())
+    data[20:36] = bytes(16)
+    bad_replica.write_bytes(bytes(data))
+    assert resolve_checkpoint(run) == good
+    assert capsys.readouterr().err.strip() == f"skipping {bad_replica}: {verify(bad_replica)}"
+    newest.write_bytes(newest.read_bytes()[:-5])  # a file given by name must verify too
+    with pytest.raises(MindsftError, match="cut short or corrupt"):
+        resolve_checkpoint(newest)
+    merged = tmp_path / "merged.ckpt"
+    argv = ["merge-lora", "--config", str(TINY_FULL), "--base_checkpoint", str(good)]
+    assert main([*argv, "--lora_checkpoint", str(run), "--output_path", str(merged)]) == 0
+    assert ms.load_checkpoint(str(merged))["model.norm_out.weight"].asnumpy().tolist() == [1] * 4

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from mindsft.cli import main
 from mindsft.train.config import load_finetune_config
-from mindsft.train.launch import msrun_command
+from mindsft.train.launch import cluster_of
+from mindsft.train.msrun import msrun_command
 from mindsft.train.trainer import RunPaths, Trainer
 
 
@@ -20,7 +21,7 @@ def test_msrun_command_passes_its_own_flags_through(tmp_path):
     args = Namespace(
         worker_num=16, local_worker_num=8, master_addr="10.0.0.1", master_port=9000, node_rank=1
     )
-    cmd = msrun_command(["finetune", "--config", "c.yaml"], args, tmp_path / "log")
+    cmd = msrun_command(["finetune", "--config", "c.yaml"], cluster_of(args, tmp_path))
     assert Path(cmd[0]).name == "msrun"
     assert cmd[1:] == [
         "--worker_num",
@@ -34,12 +35,14 @@ def test_msrun_command_passes_its_own_flags_through(tmp_path):
         "--node_rank",
         "1",
         "--log_dir",
-        str(tmp_path / "log"),
+        str(tmp_path / "msrun_log"),
         "--join",
         "True",
+        "--tail_worker_log",
+        "-2",
         "python",
         "-m",
-        "mindsft.cli",
+        "mindsft.train.worker",
         "finetune",
         "--config",
         "c.yaml",
@@ -47,11 +50,13 @@ def test_msrun_command_passes_its_own_flags_through(tmp_path):
     single = Namespace(
         worker_num=2, local_worker_num=None, master_addr=None, master_port=8118, node_rank=None
     )
-    assert msrun_command([], single, tmp_path)[1:5] == [
+    assert msrun_command([], cluster_of(single, tmp_path))[1:7] == [
         "--worker_num",
         "2",
         "--local_worker_num",
         "2",
+        "--master_port",
+        "8118",
     ]
 
 

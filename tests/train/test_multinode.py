@@ -6,6 +6,7 @@ in its own Linux network namespace; a veth pair joins them on a private /30, and
 both write to the same output directory as nodes on a shared filesystem would.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -35,6 +36,22 @@ def _ensure_iproute2():
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", "iproute2"], check=True, env=env, capture_output=True
     )
+
+
+@contextlib.contextmanager
+def finishing(procs, timeout=240):
+    """Yield a list that holds each process's output once the block is done and
+    they have ended; any still running then (or on an error) is killed with its
+    group."""
+    logs = []
+    try:
+        yield logs
+        logs.extend(p.communicate(timeout=timeout)[0] for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 @pytest.fixture
@@ -124,18 +141,12 @@ def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
         )
         for rank, ns in enumerate(two_nodes)
     ]
-    try:
-        single = Trainer(  # the reference trains while the nodes start up and sync
-            load_finetune_config(one), RunPaths(str(data), str(base), str(tmp_path / "single"))
-        )
+    single = Trainer(  # the reference trains while the nodes start up and sync
+        load_finetune_config(one), RunPaths(str(data), str(base), str(tmp_path / "single"))
+    )
+    with finishing(procs) as logs:
         single.setup()
         single.train()
-        logs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
     node_logs = [(out / "msrun_log" / f"msrun_node{r}.log").read_text() for r in (0, 1)]
     assert ["Start scheduler process" in log for log in node_logs] == [True, False]
@@ -145,3 +156,34 @@ def test_two_nodes_of_one_worker_equal_one_worker_with_twice_the_batch(
     ]
 
     assert_two_workers_match_the_single_run(out, tmp_path / "single")
+
+
+def test_workers_of_two_runs_never_train_in_one_cluster(
+    tmp_path, two_nodes, data_parallel_inputs, free_port, cli_env
+):
+    """Node 1 of run Y points at the scheduler of run X (same address and port):
+    the workers meet, compare their runs' ids and both runs stop in one line."""
+    inputs = data_parallel_inputs
+    common = [sys.executable, "-m", "mindsft.cli", "finetune", "--config", str(inputs.two)]
+    common += ["--train_dataset_dir", str(inputs.data), "--load_checkpoint", str(inputs.base)]
+    common += ["--use_parallel", "True", "--worker_num", "2", "--local_worker_num", "1"]
+    common += ["--master_addr", SUBNET.format(1), "--master_port", str(free_port)]
+    procs = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", ns, *common, "--node_rank", str(rank)]
+            + ["--output_dir", str(tmp_path / run)],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for rank, (ns, run) in enumerate(zip(two_nodes, ("x", "y"), strict=True))
+    ]
+    with finishing(procs) as logs:
+        pass
+    for p, log in zip(procs, logs, strict=True):
+        errors = [line for line in log.splitlines() if ": error:" in line]
+        assert p.returncode == 2 and len(errors) == 1, log[-3000:]
+        assert "workers of another run joined this run's cluster at 10.231.77.1:" in errors[0]
+    assert not list(tmp_path.glob("*/checkpoint/rank_*/*.ckpt"))

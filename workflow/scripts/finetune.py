@@ -14,4 +14,5 @@ with log_to(smk.log[0]):
         workers=smk.params.workers,
         nodes=smk.resources.nodes,
         log_dir=smk.params.msrun_logs,
+        code=smk.params.code,
     )

@@ -1,9 +1,11 @@
 """`mindsft finetune` (run_mindformer.py --run_mode finetune: `mindsft run`'s
-finetune mode, its flags a subset) and `mindsft merge-lora` (transform_ckpt_lora.py)."""
+finetune mode, its flags a subset), `mindsft merge-lora` (transform_ckpt_lora.py)
+and `mindsft msrun-launcher` (scripts/msrun_launcher.sh)."""
 
 from pathlib import Path
 
 from mindsft.cli import str2bool
+from mindsft.train import msrun_launcher
 from mindsft.train.config import load_finetune_config
 from mindsft.train.run import add_msrun_flags, run_command
 
@@ -19,6 +21,7 @@ def run_merge(args) -> int:
 def register(subparsers) -> None:
     _register_finetune(subparsers)
     _register_merge(subparsers)
+    msrun_launcher.register(subparsers)
 
 
 def _register_finetune(subparsers) -> None:
@@ -34,7 +37,12 @@ def _register_finetune(subparsers) -> None:
     p.add_argument(
         "--train_dataset_dir", required=True, help="qa MindRecord from `mindsft preprocess`"
     )
-    p.add_argument("--load_checkpoint", required=True, help="base checkpoint (MindFormers names)")
+    p.add_argument(
+        "--load_checkpoint",
+        required=True,
+        help="weights to start from: a checkpoint file, MindFormers' rank_* folders, or a "
+        "folder of .ckpt files loaded together (base + LoRA)",
+    )
     p.add_argument(
         "--output_dir", required=True, type=Path, help="checkpoints, loss.jsonl, msrun_log/"
     )
@@ -50,8 +58,8 @@ def _register_finetune(subparsers) -> None:
         nargs="?",
         const=True,
         default=False,
-        help="continue from the newest checkpoint every rank has in output_dir "
-        "(default: %(default)s)",
+        help="continue from the newest checkpoint in output_dir that every rank holds and "
+        "verifies, if the run's settings allow (default: %(default)s)",
     )
     p.add_argument("--epochs", type=int, help="passes over the data (default: the YAML's)")
     p.add_argument(
@@ -62,6 +70,12 @@ def _register_finetune(subparsers) -> None:
     )
     p.add_argument(
         "--seed", type=int, help="seeds LoRA, shuffling and dropout (default: the YAML's)"
+    )
+    p.add_argument(
+        "--auto_trans_ckpt",
+        type=str2bool,
+        help="reshard --load_checkpoint for this run: pure data parallel only "
+        "(default: the YAML's)",
     )
     add_msrun_flags(p)
     p.set_defaults(func=run_command, run_mode="finetune")

@@ -297,6 +297,8 @@ class FinetuneConfig:
     """run_mindformer.py's top-level settings (run_mode, datasets, do_eval, ...)."""
     tensorboard: TensorBoardConfig | None = None
     """Set when tensorboard.tensorboard_dir is: event files of the run."""
+    parallel_config: dict = field(default_factory=dict)
+    """`parallel_config` as written (data/model/pipeline parallel degrees)."""
 
 
 def _flatten(d, prefix=""):
@@ -469,6 +471,7 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
     optimizer = _optimizer(tree, source)
     schedule = _schedule(tree, optimizer, source)
     unsupported = _unsupported(tree, model_config)
+    parallel = _section(tree, "parallel_config")
     return FinetuneConfig(
         model_config,
         train,
@@ -479,6 +482,7 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
         str(source),
         run=_run(tree),
         tensorboard=TensorBoardConfig.from_yaml(tree.get("tensorboard"), source),
+        parallel_config=dict(parallel),
     )
 
 

@@ -9,8 +9,11 @@ select (or a base tensor for them that is absent or of another shape), a rank
 other than lora_rank, and a lora_alpha other than the one the run recorded
 (mindsft's LoRA checkpoints carry it as the scalar `lora_alpha`; MindFormers'
 and imported ones do not, and merge with the config's, as transform_ckpt_lora.py
-takes the scaling it is given)."""
+takes the scaling it is given). Training checkpoints are taken only when their
+checksums verify: given a run folder, the newest save that verifies on rank 0
+and on its replicas, saying which newer ones it skipped."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +26,41 @@ from mindsft.models.config import LlamaConfig
 from mindsft.pet.config import LORA_A, LORA_ALPHA_RECORD, LORA_B, is_lora_param
 from mindsft.pet.lora_checkpoint import check_against_config, lora_tensors
 from mindsft.pet.merge import merge_tensors
-from mindsft.train.checkpoint import RunCheckpoints
+from mindsft.train.checkpoint import RunCheckpoints, agreed_tensors, verify
 
 
-def resolve_checkpoint(path, rank: int = 0) -> Path:
-    """A checkpoint file, or the newest of `rank` under a run's train dir."""
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_checkpoint(path, rank: int = 0, say=_say) -> Path:
+    """A checkpoint file, or under a run's train dir the newest of `rank` that
+    verifies with its replicas (checkpoint.verify without `required`: mindsft's
+    own by their checksums, MindFormers' by reading whole)."""
     path = Path(path)
     if path.is_file():
+        reason = verify(path, required=False)
+        if reason:
+            raise MindsftError(f"{path}: {reason}")
         return path
     for root in (path, path / "train"):
-        found = RunCheckpoints(root).newest(rank)
-        if found is not None:
-            return found.path
+        files = RunCheckpoints(root).files(rank)
+        if files:
+            return newest_verified(files, say)
     raise MindsftError(f"{path}: no checkpoint file, and no checkpoint/rank_{rank}/*.ckpt under it")
+
+
+def newest_verified(files: list, say=_say) -> Path:
+    """The newest of `files` (CheckpointFile, oldest first) that verifies together
+    with the other ranks' files of its save; each one skipped is a line saying why."""
+    for found in reversed(files):
+        saves = (found.path, *replicas(found.path))
+        bad = [(p, r) for p in saves if (r := verify(p, required=False))]
+        if not bad:
+            return found.path
+        for p, reason in bad:
+            say(f"skipping {p}: {reason}")
+    raise MindsftError(f"{files[-1].path.parent}: no checkpoint verifies ({len(files)} tried)")
 
 
 def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) -> Path:
@@ -129,15 +154,8 @@ def replicas(path: Path) -> list:
 def take_rank0(rank0_path: Path, output_path) -> Path:
     """A full-parameter run's weights: rank 0's, checked equal on every other rank,
     streamed one tensor at a time."""
-    others = [(other, {e.name: e for e in scan_ckpt(other)}) for other in replicas(rank0_path)]
+    keep = lambda name: name.startswith(MODEL_PREFIXES)  # noqa: E731
     with CkptWriter(output_path) as out:
-        for name, weight in iter_ckpt(rank0_path):
-            if not name.startswith(MODEL_PREFIXES):
-                continue
-            for other, entries in others:
-                if name not in entries or entries[name].read().tobytes() != weight.tobytes():
-                    raise MindsftError(
-                        f"{other}: data-parallel replicas differ from rank 0 in {name}"
-                    )
+        for name, weight in agreed_tensors(rank0_path, replicas(rank0_path), keep):
             out.write(name, weight)
     return Path(output_path)

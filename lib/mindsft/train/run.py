@@ -23,6 +23,7 @@ from mindsft.atomic import check_writable
 from mindsft.errors import MindsftError
 from mindsft.train import launch
 from mindsft.train.config import FinetuneConfig, load_finetune_config
+from mindsft.train.signals import Stopped, StopSignals
 
 MODES = ("train", "finetune", "eval", "predict")
 # flags overriding runner_config and the seed: each names its TrainConfig field
@@ -65,6 +66,10 @@ def say(message: str) -> None:
     print(f"mindsft run: {message}", file=sys.stderr, flush=True)
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def mf_bool(value: str) -> bool:
     """A boolean flag as run_mindformer.py's str2bool reads it: true or false, any case."""
     word = str(value).strip().lower()
@@ -80,12 +85,16 @@ def bool_or_name(value: str):
 
 
 # ---- the training modes -----------------------------------------------------
-def train_run(cfg: FinetuneConfig, paths, rank=0, world_size=1, resume=False, say=None) -> dict:
+def train_run(
+    cfg: FinetuneConfig, paths, rank=0, world_size=1, resume=False, say=None, stop=None
+) -> dict:
     """Pretrain (`cfg.run.run_mode` "train": a wiki MindRecord) or fine-tune (a qa
-    one) one worker of a run into `paths.output_dir`; return the trainer's summary."""
+    one) one worker of a run into `paths.output_dir`; return the trainer's summary.
+    With `stop` (signals.StopSignals), a SIGTERM/SIGINT raises signals.Stopped at
+    the next step boundary, after that step's checkpoint."""
     from mindsft.train.trainer import Trainer
 
-    trainer = Trainer(cfg, paths, rank, world_size, say)
+    trainer = Trainer(cfg, paths, rank, world_size, say, stop=stop)
     trainer.setup()
     if resume:
         trainer.resume()
@@ -138,10 +147,15 @@ def run_training(cfg: FinetuneConfig, args) -> int:
     if run.do_eval:
         _required(run.eval_dataset_dir, "--eval_dataset_dir", cfg, "eval_dataset")
     if relaunch:
-        return launch.relaunch(_child_argv(cfg, args), args, run.output_dir)
+        return launch.relaunch(_child_argv(cfg, args), args, run.output_dir, _note)
     eval_data = run.eval_dataset_dir if run.do_eval else ""
-    paths = RunPaths(data, run.load_checkpoint, run.output_dir, eval_data)
-    train_run(cfg, paths, rank, world, resume=bool(run.resume_training))
+    paths = RunPaths(data, run.load_checkpoint, run.output_dir, eval_data, run.auto_trans_ckpt)
+    with launch.run_lock(run.output_dir, rank, _note), StopSignals() as stop:
+        try:
+            train_run(cfg, paths, rank, world, resume=bool(run.resume_training), stop=stop)
+        except Stopped as exc:  # one line, and the exit status a signal gives
+            _note(f"mindsft {getattr(args, 'command', 'run')}: {exc}")
+            return 128 + exc.signum
     return 0
 
 
@@ -285,7 +299,10 @@ def add_msrun_flags(parser) -> None:
         "--master_addr", help="scheduler address for multi-node runs (default: 127.0.0.1)"
     )
     g.add_argument(
-        "--master_port", type=int, default=8118, help="scheduler port (default: %(default)s)"
+        "--master_port",
+        type=int,
+        default=8118,
+        help="scheduler port (default: %(default)s; on one node a free one when it is taken)",
     )
     g.add_argument(
         "--node_rank", type=int, help="this node's rank in a multi-node run (default: 0)"

@@ -23,9 +23,12 @@ def squared_sum(g):
 
 
 class TrainStep:
-    """Callables `fused(input_ids, labels, masks, lr)` (one micro-batch per step)
-    and `micro(input_ids, labels, masks)` + `apply(lr)` (gradient accumulation);
-    each returns or leaves (loss_sum, token_count, grad_norm) as float32 tensors.
+    """Callables `fused(input_ids, labels, masks, lr, votes)` (one micro-batch per
+    step) and `micro(input_ids, labels, masks)` + `apply(lr, votes)` (gradient
+    accumulation); each step returns (loss_sum, token_count, grad_norm, votes) as
+    float32 tensors, `votes` (a float32 vector: the stop signals this worker has
+    received) summed over the workers, so every worker learns the same step
+    that a stop was asked for, with no collective of its own.
 
     `masks` (a tuple of bool tensors from `LoraDropout.masks`, empty without LoRA
     dropout) is written into the `dropout_masks` Parameters (`LoraDropout.parameters`)
@@ -72,12 +75,14 @@ class TrainStep:
         logits = self.net(tokens)  # (B, T, V)
         return token_nll_sum(logits, targets, tokens, self.pad, self.ignore)
 
-    def _finish(self, grads, loss_sum, count, lr):
-        """All-reduce, normalise by the global token count, clip, update."""
+    def _finish(self, grads, loss_sum, count, lr, votes):
+        """All-reduce, normalise by the global token count, clip, update. The loss
+        sum, the token count and the stop votes travel in one all-reduce."""
         if self.all_reduce is not None:
             grads = tuple(self.all_reduce(g) for g in grads)
-            loss_sum = self.all_reduce(loss_sum)
-            count = self.all_reduce(count)
+            stats = ops.concat((ops.reshape(loss_sum, (1,)), ops.reshape(count, (1,)), votes))
+            stats = self.all_reduce(stats)  # (2 + len(votes),)
+            loss_sum, count, votes = stats[0], stats[1], stats[2:]
         # One pass over the gradients instead of two: the norm of g / count is
         # norm(g) / count, so normalising and clipping fold into a single scale.
         inv = 1.0 / ops.maximum(count, 1.0)
@@ -88,16 +93,16 @@ class TrainStep:
             scale = inv * (self.max_grad_norm / ops.maximum(norm, self.max_grad_norm))
         grads = tuple(g * scale for g in grads)
         self.optimizer(grads, lr)
-        return loss_sum, count, norm
+        return loss_sum, count, norm, votes
 
     def _set_masks(self, masks):
         for param, mask in zip(self.dropout_masks, masks):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign(param, mask)
 
-    def _fused(self, input_ids, labels, masks, lr):
+    def _fused(self, input_ids, labels, masks, lr, votes):
         self._set_masks(masks)
         (loss_sum, count), grads = self.grad_fn(input_ids, labels)
-        return self._finish(grads, loss_sum, count, lr)
+        return self._finish(grads, loss_sum, count, lr, votes)
 
     def _micro(self, input_ids, labels, masks):
         self._set_masks(masks)
@@ -108,9 +113,9 @@ class TrainStep:
         ops.assign_add(self.acc_count, count)
         return loss_sum
 
-    def _apply(self, lr):
+    def _apply(self, lr, votes):
         grads = tuple(a * 1.0 for a in self.acc)
-        out = self._finish(grads, self.acc_loss * 1.0, self.acc_count * 1.0, lr)
+        out = self._finish(grads, self.acc_loss * 1.0, self.acc_count * 1.0, lr, votes)
         for acc in self.acc:
             ops.assign(acc, ops.zeros_like(acc))
         ops.assign(self.acc_loss, ops.zeros_like(self.acc_loss))

@@ -1,6 +1,6 @@
 """The training loop in named steps: setup, resume, train, evaluate, save.
 
-trainer = Trainer(cfg, RunPaths(dataset, base_ckpt, output_dir), rank, world)
+trainer = Trainer(cfg, RunPaths(dataset, base_ckpt, output_dir), rank, world, stop=stop)
 trainer.setup()
 trainer.resume()          # only with --resume_training
 trainer.train()
@@ -9,10 +9,20 @@ trainer.train()
 anything else fine-tunes on a qa one. With `cfg.run.do_eval`, rank 0 evaluates
 `RunPaths.eval_dataset` every `eval_step_interval` steps and after every
 `eval_epoch_interval`-th epoch, as MindFormers' EvalCallBack does.
+
+Resume takes the newest save every rank holds and whose checksum verifies on
+every rank (the ranks agree through a collective), saying which newer ones it
+skipped and why, and refuses a checkpoint whose run signature differs in a way
+it cannot handle (mindsft.train.signature). Nothing non-finite is ever saved:
+a non-finite loss or gradient norm stops the run before its step is saved, and
+a save finding a non-finite weight or optimizer state writes nothing. With a
+`stop` (signals.StopSignals), a SIGTERM/SIGINT on any rank stops every rank
+after the same step, with a checkpoint of it (signals.Stopped).
 """
 
 import json
 import math
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -28,15 +38,24 @@ from mindsft.errors import MindsftError
 from mindsft.inference.evaluate import LossEvaluator, check_seq_length
 from mindsft.models.config import LlamaConfig
 from mindsft.models.llama import LlamaForCausalLM
-from mindsft.models.loading import load_weights, read_checkpoint
+from mindsft.models.loading import (
+    LoadedWeights,
+    load_lora_weights,
+    load_weights,
+    read_checkpoint,
+)
 from mindsft.pet.config import LORA_ALPHA_RECORD
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
 from mindsft.progress import progress_bar
 from mindsft.train import checkpoint
-from mindsft.train.checkpoint import RunCheckpoints
+from mindsft.train.checkpoint import NonFiniteTensor, RunCheckpoints
 from mindsft.train.config import FinetuneConfig
+from mindsft.train.launch import all_sum
+from mindsft.train.load_checkpoint import check_auto_trans
 from mindsft.train.optim import AdamWeightDecay, learning_rate
+from mindsft.train.signals import Stopped
+from mindsft.train.signature import differences, run_signature
 from mindsft.train.step import TrainStep
 from mindsft.train.tensorboard import EVAL_LOSS, NO_WRITER, open_writer
 
@@ -65,25 +84,34 @@ class RunPaths:
     train_dataset: str
     """The qa MindRecord written by `mindsft preprocess`."""
     load_checkpoint: str
-    """The converted base checkpoint (MindFormers names); empty: the seeded random
-    initialisation (pretraining from scratch)."""
+    """The weights to start from: a file or a folder (mindsft.train.load_checkpoint);
+    empty: the seeded random initialisation (pretraining from scratch)."""
     output_dir: str
     """checkpoint/rank_*/, loss.jsonl, msrun_log/ go here."""
     eval_dataset: str = ""
     """The MindRecord evaluated during training (cfg.run.do_eval)."""
+    auto_trans_ckpt: bool = False
+    """MindFormers' --auto_trans_ckpt (resharding; refused unless pure data parallel)."""
 
 
 class Trainer:
     """One worker of a (possibly data-parallel) fine-tuning run."""
 
     def __init__(
-        self, cfg: FinetuneConfig, paths: RunPaths, rank: int = 0, world_size: int = 1, say=None
+        self,
+        cfg: FinetuneConfig,
+        paths: RunPaths,
+        rank: int = 0,
+        world_size: int = 1,
+        say=None,
+        stop=None,
     ):
         self.cfg, self.paths = cfg, paths
         self.rank, self.world = rank, world_size
         self.output_dir = Path(paths.output_dir)
         self.ckpts = RunCheckpoints(self.output_dir, cfg.train.prefix)
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.stop = stop  # a signals.StopSignals, or None: never stop early
         self.start_epoch, self.start_step = 0, 0  # position to continue from
         self.last_checkpoint = None
         self.tensorboard = NO_WRITER  # scalar(tag, value, step); event files while training
@@ -103,10 +131,24 @@ class Trainer:
         self.model_config = LlamaConfig.from_mindformers(
             cfg.model_config, where=f"{cfg.source}: model_config"
         )
+        left = self.ckpts.remove_partial(self.rank)
+        if left:
+            self.say(
+                f"rank {self.rank}: removed {len(left)} temporary file(s) of an interrupted "
+                f"checkpoint write: {', '.join(p.name for p in left)}"
+            )
         self._setup_data()
         self._setup_eval()
         self._setup_model()
         self._setup_step()
+        self.signature = run_signature(
+            cfg,
+            dataset=self.paths.train_dataset,
+            rows=self.batches.rows,
+            base_files=self.loaded.files,
+            world_size=self.world,
+            total_steps=self.total_steps,
+        )
 
     def _setup_data(self) -> None:
         """This rank's shard of the MindRecord and the run's length in optimizer steps."""
@@ -173,12 +215,19 @@ class Trainer:
     def _setup_model(self) -> None:
         """The model with the base weights, LoRA injected and frozen around it, and
         its dropout masks sized for a micro-batch."""
-        cfg, tc = self.cfg, self.cfg.train
+        cfg, tc, source = self.cfg, self.cfg.train, self.paths.load_checkpoint
+        check_auto_trans(self.paths.auto_trans_ckpt, cfg.parallel_config, cfg.source)
         self.net = LlamaForCausalLM(self.model_config)  # seeded random initialisation
-        if self.paths.load_checkpoint:  # pretraining may start from scratch
-            load_weights(self.net, self.paths.load_checkpoint)
+        self.loaded = LoadedWeights([])
+        if source:  # pretraining may start from scratch
+            self.loaded = load_weights(
+                self.net, source, lora=cfg.lora is not None, rank=self.rank, world=self.world
+            )
         if cfg.lora is not None:
             inject_lora(self.net, cfg.lora, seed=tc.seed)
+            load_lora_weights(self.net, self.loaded.lora, source)
+            if self.loaded.lora and self.rank == 0:
+                self.say(f"continuing from the LoRA matrices in {source}")
             freeze_base(self.net)
             self.net.apply_compute_dtype()
         self.net.set_train(True)
@@ -216,23 +265,29 @@ class Trainer:
 
     # ---- resume -------------------------------------------------------------
     def resume(self) -> Path | None:
-        """Load the newest checkpoint every local rank has; return it (None: fresh start)."""
-        found = self.ckpts.newest_common(self.rank, range(self.world))
+        """Load the newest save every rank holds and can verify; return its path
+        (None: no usable checkpoint, a fresh start)."""
+        found = self.ckpts.newest_usable(self.rank, self.world, all_sum, self.say)
         if found is None:
             self.say(
-                f"rank {self.rank}: no checkpoint under {self.ckpts.rank_dir(self.rank)}; "
+                f"rank {self.rank}: no usable checkpoint under {self.ckpts.root}; "
                 "training from the start"
             )
             return None
         path = found.path
         stored = read_checkpoint(path)
-        self._load_state(stored, path)
         epoch, step_in_epoch, global_step = checkpoint.read_position(stored, path)
+        self._check_signature(stored, path, global_step)
         if global_step != epoch * self.steps_per_epoch + step_in_epoch:
             raise MindsftError(
                 f"{path}: position (epoch {epoch}, step {step_in_epoch}) does not fit this run's "
                 f"{self.steps_per_epoch} steps per epoch"
             )
+        if global_step > self.total_steps:
+            raise MindsftError(
+                f"{path}: holds {global_step} steps, more than this run's {self.total_steps}"
+            )
+        self._load_state(stored, path)
         self.start_epoch, self.start_step = epoch, step_in_epoch
         if self.start_step == self.steps_per_epoch:
             self.start_epoch, self.start_step = epoch + 1, 0
@@ -240,6 +295,19 @@ class Trainer:
         if self.rank == 0:
             self.say(f"resumed from {path} at optimizer step {global_step}")
         return path
+
+    def _check_signature(self, stored: dict, path: Path, done: int) -> None:
+        saved = checkpoint.read_signature(stored)
+        if saved is None:
+            raise MindsftError(
+                f"{path}: carries no run signature (not written by this mindsft), so it "
+                "cannot be checked against this run: resume refused"
+            )
+        found = differences(saved, self.signature, self.cfg.schedule, done)
+        if found:
+            raise MindsftError(
+                f"{path}: written by a run with other settings, resume refused: " + "; ".join(found)
+            )
 
     def _load_state(self, stored: dict, path: Path) -> None:
         """Set the trained weights and the optimizer state from a loaded checkpoint."""
@@ -267,14 +335,20 @@ class Trainer:
             open_writer(self.cfg.tensorboard, self.rank, done) as self.tensorboard,
         ):
             t0 = time.perf_counter()
+            if self.world == 1:  # many workers learn of a stop through a step's all-reduce
+                self._stop_point(done, self.stop_votes())
             for epoch, step_in_epoch, batches in self._remaining_steps():
-                record = self._train_step(batches, epoch, step_in_epoch, t0)
+                record, votes = self._train_step(batches, epoch, step_in_epoch, t0)
+                if self.stop is not None:
+                    self.stop.reclaim()
                 loss = record["loss"]
                 self._record(record, log, bar, after_step)
                 if self._eval_due(record["step"], epoch, step_in_epoch + 1):
                     self.evaluate(record, log)
+                saved = None
                 if record["step"] % every == 0 or record["step"] == self.total_steps:
-                    self.save(epoch, step_in_epoch + 1)
+                    saved = self.save(epoch, step_in_epoch + 1)
+                self._stop_point(record["step"], votes, epoch, step_in_epoch + 1, saved)
         return {
             "steps": self.total_steps,
             "final_loss": loss,
@@ -293,23 +367,22 @@ class Trainer:
             for step_in_epoch in range(first, self.steps_per_epoch):
                 yield epoch, step_in_epoch, batches
 
-    def _train_step(self, batches, epoch: int, step_in_epoch: int, t0: float) -> dict:
-        """One optimizer step; its loss-log record. A non-finite loss stops the run."""
+    def _train_step(self, batches, epoch: int, step_in_epoch: int, t0: float) -> tuple:
+        """One optimizer step: its loss-log record and the stop votes of every
+        worker (stop_votes). A non-finite loss or gradient norm stops the run."""
         tc = self.cfg.train
         gstep = epoch * self.steps_per_epoch + step_in_epoch  # 0-based optimizer step
         lr = learning_rate(self.cfg.schedule, gstep, self.total_steps)
         t_step = time.perf_counter()
-        loss_sum, count, norm = self._one_step(batches, gstep, lr)
+        loss_sum, count, norm, votes = self._one_step(batches, gstep, lr)
         loss = float(loss_sum.asnumpy()) / max(float(count.asnumpy()), 1.0)
         grad_norm = float(norm.asnumpy())
-        if not math.isfinite(loss):
-            kept = self.last_checkpoint or "none written yet"
-            raise MindsftError(
-                f"step {gstep + 1}: loss is {loss}; training stopped (last good checkpoint: {kept})"
-            )
+        for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+            if not math.isfinite(value):
+                raise self._diverged(gstep + 1, f"{what} is {value}")
         tokens = tc.batch_size * self.batches.seq_length * self.world
         tokens *= tc.gradient_accumulation_steps
-        return {
+        record = {
             "step": gstep + 1,
             "epoch": epoch + 1,
             "loss": loss,
@@ -319,18 +392,20 @@ class Trainer:
             "tokens_per_s": tokens / (time.perf_counter() - t_step),
             "elapsed": time.perf_counter() - t0,
         }
+        return record, votes.asnumpy()
 
     def _one_step(self, batches, gstep: int, lr: float):
         accum = self.cfg.train.gradient_accumulation_steps
         lr_t = ms.Tensor(lr, ms.float32)
+        votes = ms.Tensor(self.stop_votes())
         for j in range(accum):
             batch = next(batches)
             masks = self.dropout.masks(gstep, j)
             ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
             if accum == 1:
-                return self.step_fn.fused(ids, labels, masks, lr_t)
+                return self.step_fn.fused(ids, labels, masks, lr_t, votes)
             self.step_fn.micro(ids, labels, masks)
-        return self.step_fn.apply(lr_t)
+        return self.step_fn.apply(lr_t, votes)
 
     def _record(self, record: dict, log, bar, after_step) -> None:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
@@ -425,12 +500,53 @@ class Trainer:
         return list(weights) + self.optimizer.state_parameters()
 
     def save(self, epoch: int, step_in_epoch: int) -> Path:
-        """Write this rank's checkpoint after `step_in_epoch` steps of 0-based `epoch`."""
+        """Write this rank's checkpoint after `step_in_epoch` steps of 0-based `epoch`,
+        with the run's signature; weights or optimizer state that are not finite
+        stop the run and are not written."""
         tensors = {p.name: p for p in self._saved_parameters()}
         tensors.update(checkpoint.position_tensors(epoch, step_in_epoch))
         if self.cfg.lora is not None:  # merge-lora checks it against its config
             tensors[LORA_ALPHA_RECORD] = ms.Tensor(np.float32(self.cfg.lora.lora_alpha))
-        self.last_checkpoint = self.ckpts.save(
-            self.rank, epoch + 1, step_in_epoch, tensors, self.cfg.train.keep_checkpoint_max
-        )
+        tensors[checkpoint.SIGNATURE] = checkpoint.signature_tensor(self.signature)
+        try:
+            self.last_checkpoint = self.ckpts.save(
+                self.rank, epoch + 1, step_in_epoch, tensors, self.cfg.train.keep_checkpoint_max
+            )
+        except NonFiniteTensor as exc:
+            step = epoch * self.steps_per_epoch + step_in_epoch
+            raise self._diverged(step, f"{exc.name} is not finite (not saved)") from None
         return self.last_checkpoint
+
+    def _diverged(self, step: int, what: str) -> MindsftError:
+        kept = self.last_checkpoint or "none written yet"
+        return MindsftError(f"step {step}: {what}; training stopped (last good checkpoint: {kept})")
+
+    # ---- stop ---------------------------------------------------------------
+    def stop_votes(self) -> np.ndarray:
+        """This worker's stop votes, [SIGTERM received, SIGINT received] (float32):
+        summed over the workers inside the train step."""
+        got = self.stop.signum if self.stop is not None else None
+        return np.array([got == signal.SIGTERM, got == signal.SIGINT], np.float32)
+
+    def _stop_point(self, done: int, votes, epoch=None, step_in_epoch=None, saved=None) -> None:
+        """At a step boundary (`done` steps done), given the stop `votes` of every
+        worker (the same on all of them; SIGTERM first): write this step's
+        checkpoint unless `saved` already is, wait for every rank to have written
+        its own, and raise Stopped. One process acts on a signal as soon as it is
+        recorded; many workers on the votes that went into the step just done."""
+        if self.world == 1:
+            votes = self.stop_votes()
+        if not votes.any():
+            return
+        signum = signal.SIGTERM if votes[0] else signal.SIGINT
+        where = f"after step {done} of {self.total_steps}"
+        if epoch is None:
+            newest = f"the newest is {self.last_checkpoint}" if self.last_checkpoint else "none"
+            raise Stopped(signum, f"{where}: no checkpoint written ({newest})")
+        try:
+            path = saved or self.save(epoch, step_in_epoch)
+            detail = f"{where}; checkpoint written: {path}"
+        except MindsftError as exc:
+            detail = f"{where}; no checkpoint written: {exc}"
+        all_sum(np.zeros(1, np.float32), self.world)  # every rank has written its own
+        raise Stopped(signum, detail)

@@ -3,25 +3,29 @@ cluster: one msrun per node (mindsft starts it), each told the node rank and the
 master address. Inside a SLURM allocation those come from SLURM; on a
 workstation the master is 127.0.0.1 with a free port.
 
+A run trains in a work dir beside its output that is stable for its parameters
+(`work_dir`), so a killed or preempted finetune job, rerun by Snakemake or
+requeued by SLURM, resumes from its last checkpoint; the work dir becomes the
+output when the run completes.
+
 `python -m mindsft.workflow.launch -- ARGS` is the per-node entry point that
 `srun` starts once on each node of a multi-node allocation."""
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
-from mindsft.atomic import atomic_output
 from mindsft.errors import MindsftError
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for a single-node msrun)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from mindsft.files import file_sha256
+from mindsft.train.checkpoint import RunCheckpoints
+from mindsft.train.lock import RunLock
+from mindsft.train.msrun import free_port
 
 
 def rendezvous(nodes: int) -> dict:
@@ -90,33 +94,72 @@ def train(task: list, *, workers: int, nodes: int) -> None:
         raise MindsftError(f"srun exited with {rc}")
 
 
-def run_finetune(
-    *, config, train_data, weights, output_dir, workers: int, nodes: int, log_dir
-) -> None:
-    """Train into a temporary sibling of `output_dir` and rename it into place
-    when every worker has finished, so the folder is whole or absent. msrun's
-    worker logs are kept in `log_dir`."""
-    with atomic_output(output_dir) as tmp:
-        task = [
-            "finetune",
-            "--config",
-            str(config),
-            "--train_dataset_dir",
-            str(train_data),
-            "--load_checkpoint",
-            str(weights),
-            "--output_dir",
-            str(tmp),
-        ]
+def _stamp(path) -> list:
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def work_dir(output_dir, *, config, train_data, weights, workers: int, nodes: int, code: str):
+    """The folder a run trains in, beside `output_dir`: named by a digest of what its
+    results depend on (the resolved YAML's content, the data and weights files,
+    the worker layout, the code), so a rerun of the same run finds its checkpoints
+    and a run with other parameters never does."""
+    key = [file_sha256(config), _stamp(train_data), _stamp(weights), workers, nodes, code]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+    output_dir = Path(output_dir)
+    return output_dir.with_name(f".{output_dir.name}.work-{digest}")
+
+
+def _remove_other_work_dirs(output_dir: Path, keep: Path) -> None:
+    """Delete the work dirs of this output's runs with other parameters (unless a
+    live run holds one)."""
+    for old in output_dir.parent.glob(f".{output_dir.name}.work-*"):
+        if old == keep:
+            continue
         try:
-            train(task, workers=workers, nodes=nodes)
-        except MindsftError as exc:
-            kept = f" (msrun logs kept in {log_dir})" if (tmp / "msrun_log").is_dir() else ""
-            raise MindsftError(f"finetune: {exc}{kept}") from None
-        finally:
-            if (tmp / "msrun_log").is_dir():
-                shutil.rmtree(log_dir, ignore_errors=True)
-                shutil.copytree(tmp / "msrun_log", log_dir)
+            with RunLock(old, say=lambda msg: None):
+                pass
+        except MindsftError:
+            continue
+        print(f"removing {old}: checkpoints of a run with other parameters", flush=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_finetune(
+    *, config, train_data, weights, output_dir, workers: int, nodes: int, log_dir, code=""
+) -> None:
+    """Train in the run's work dir (work_dir), resuming from its checkpoints when an
+    earlier attempt was killed or preempted, and rename it to `output_dir` when
+    every worker has finished, so that the output is whole or absent and the work
+    dir gone. msrun's worker logs are kept in `log_dir`."""
+    output_dir = Path(output_dir)
+    work = work_dir(
+        output_dir,
+        config=config,
+        train_data=train_data,
+        weights=weights,
+        workers=workers,
+        nodes=nodes,
+        code=code,
+    )
+    _remove_other_work_dirs(output_dir, work)
+    task = ["finetune", "--config", str(config), "--train_dataset_dir", str(train_data)]
+    task += ["--load_checkpoint", str(weights), "--output_dir", str(work)]
+    if RunCheckpoints(work).ranks():
+        print(f"resuming the interrupted run in {work}", flush=True)
+        task += ["--resume_training", "True"]
+    try:
+        train(task, workers=workers, nodes=nodes)
+    except MindsftError as exc:
+        kept = f" (msrun logs kept in {log_dir})" if (work / "msrun_log").is_dir() else ""
+        raise MindsftError(f"finetune: {exc}{kept}") from None
+    finally:
+        if (work / "msrun_log").is_dir():
+            shutil.rmtree(log_dir, ignore_errors=True)
+            shutil.copytree(work / "msrun_log", log_dir, ignore=shutil.ignore_patterns(".*"))
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    os.replace(work, output_dir)
 
 
 def srun_nodes(task: list, *, workers: int, nodes: int) -> int:
