@@ -210,24 +210,34 @@ def test_gradients_match_hf_autograd_including_the_tied_embedding(
         )
 
 
-@pytest.mark.parametrize("length", [128, 50], ids=["halves", "one_block"])
+@pytest.mark.parametrize(
+    "length, rows, chunks",
+    [
+        (128, [[20, 7, 1, 13], [123]], 0),
+        (50, [[20, 7, 1, 13], [45]], 0),
+        (256, [[20, 7, 1, 90, 60], [64, 64, 64, 60]], 4),
+    ],
+    ids=["halves", "one_block", "pairs_of_quarters"],
+)
 def test_packed_rows_give_each_sample_the_logits_hf_gives_it_alone(
-    length, tiny_hf_llama, ms_llama_like
+    length, rows, chunks, tiny_hf_llama, ms_llama_like
 ):
     """Attention within each sample (block-diagonal causal) and rotary positions that
-    restart per sample, in the two-query-halves path (128) and the one-block path."""
+    restart per sample, in each attention layout: two query halves, one block, and
+    pairs of quarter rows (every sample starts at most a quarter before its tokens')."""
     from mindsft.data.packing import sample_positions
 
-    hf = tiny_hf_llama(4, 2, False, seq=128)
+    hf = tiny_hf_llama(4, 2, False, seq=256)
     model = ms_llama_like(hf)
-    rows = [[20, 7, 1, 13], [length - 5]]  # samples per row; the rest of a row is padding
     ids = random_ids(96, (2, length), seed=3)
     segments, positions = [], []
-    for lengths in rows:
+    for lengths in rows:  # the rest of a row is padding
         segment, position, _ = sample_positions(np.cumsum(lengths), length)
         segments.append(segment)
         positions.append(position)
-    h = model.hidden(ms.Tensor(ids), ms.Tensor(np.stack(positions)), ms.Tensor(np.stack(segments)))
+    h = model.hidden(
+        ms.Tensor(ids), ms.Tensor(np.stack(positions)), ms.Tensor(np.stack(segments)), chunks
+    )
     logits = model.logits(h, 2, length).asnumpy()
     for r, lengths in enumerate(rows):
         start = 0

@@ -3,6 +3,8 @@ last target, logits only at trained positions, packed rows attending within each
 sample - against the full computation on the same samples unpadded-to-nothing:
 every position, every logit, one sample per row."""
 
+import dataclasses
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -94,10 +96,11 @@ def reference(net, batch):
     return loss_and_grads(net, fn, ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"]))
 
 
-def stepped(net, batch):
-    """What the train step computes on `batch`, laid out by step_batch."""
+def stepped(net, batch, **change):
+    """What the train step computes on `batch`, laid out by step_batch (fields changed
+    as given)."""
     step = TrainStep(net, None, net.trainable_params(), jit=False)
-    layout = step_batch(batch, 0, IGNORE)
+    layout = dataclasses.replace(step_batch(batch, 0, IGNORE), **change)
     return layout, loss_and_grads(net, step._loss_sum, *layout.tensors())
 
 
@@ -125,4 +128,7 @@ def test_cut_selected_and_packed_batches_give_the_full_loss_and_gradients(lora):
     packed, got = stepped(net, packed_batch(parts))
     assert packed.tokens.shape == (2, 256) and packed.segments[0, 30] == 1
     assert packed.positions[1].tolist()[:3] == [0, 0, 1]  # the BOS-only sample, then the next
+    assert packed.chunks == 4  # short samples: attention over pairs of quarter rows
+    assert_same(got, want)
+    _, got = stepped(net, packed_batch(parts), chunks=0)  # the whole row, in two halves
     assert_same(got, want)

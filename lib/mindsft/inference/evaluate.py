@@ -42,8 +42,8 @@ class LossEvaluator:
         self.net = net
         self.nll = ms.jit(self._nll)
 
-    def _nll(self, tokens, positions, segments, index, targets):
-        h = self.net.hidden(tokens, positions, segments)  # (B*T, D)
+    def _nll(self, tokens, positions, segments, index, targets, chunks):
+        h = self.net.hidden(tokens, positions, segments, chunks)  # (B*T, D)
         logits = self.net.selected_logits(h, index)  # (N, V)
         return nll_sum(logits, targets, self.net.config.ignore_token_id)
 

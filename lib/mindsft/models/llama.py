@@ -15,10 +15,10 @@ from mindspore.common.initializer import Normal
 
 from mindsft.errors import MindsftError
 from mindsft.models.attention import Attention, dense
+from mindsft.models.masks import MASK_VALUE, causal_rows, chunked_mask
 from mindsft.models.norm import RMSNorm
 from mindsft.models.rope import rope_tables
 
-MASK_VALUE = -1e9  # additive mask for future positions; exp() of it is exactly 0 in float32
 HALVES_MIN = 64  # shortest half-sequence for which attention splits into two query halves
 
 
@@ -57,8 +57,13 @@ class DecoderLayer(nn.Cell):
         return self.feed(x, self.attention(self.attention_norm(x), rope, mask, batch, seq))
 
     def halves(self, x, rope, masks, batch, seq):
-        """The same at full length, attention in two query halves (see Attention.halves)."""
+        """The same, attention in two query halves (see Attention.halves)."""
         return self.feed(x, self.attention.halves(self.attention_norm(x), rope, masks, batch, seq))
+
+    def chunked(self, x, rope, mask, batch, seq, chunks):
+        """The same, attention over pairs of chunks (see Attention.chunked)."""
+        a = self.attention.chunked(self.attention_norm(x), rope, mask, batch, seq, chunks)
+        return self.feed(x, a)
 
     def extend(self, x, rope, mask, batch, seq, past_k, past_v):
         """T new positions after a KV cache (see Attention.extend): (out, keys, values)."""
@@ -225,12 +230,14 @@ class LlamaForCausalLM(nn.Cell):
 
     def expand_mask(self, mask, batch):
         """An additive mask (T, S), the same for every row, or (B, T, S) ->
-        (B, n_kv, G*T, S), the row block repeated for each query head of a group
-        (broadcast once per forward, as `expand_rope`)."""
+        (B, n_kv, G*T, S); a chunked one (B, n, c, 2c) -> (B, n_kv, n, G*c, 2c): the
+        query rows repeated for each query head of a group (broadcast once per
+        forward, as `expand_rope`)."""
+        n_kv = self.config.n_kv_heads
         if mask.ndim == 2:
-            return ops.tile(mask, (batch, self.config.n_kv_heads, self.group, 1))
-        mask = ops.expand_dims(mask, 1)  # (B, 1, T, S)
-        return ops.tile(mask, (1, self.config.n_kv_heads, self.group, 1))
+            return ops.tile(mask, (batch, n_kv, self.group, 1))
+        mask = ops.expand_dims(mask, 1)  # (B, 1, ...)
+        return ops.tile(mask, (1, n_kv) + (1,) * (mask.ndim - 4) + (self.group, 1))
 
     def rope(self, positions, batch, seq):
         """The expanded rotary tables (see `expand_rope`) of `positions` (B, T), or of
@@ -247,43 +254,36 @@ class LlamaForCausalLM(nn.Cell):
             cos, sin = cos[:seq], sin[:seq]
         return self.expand_rope(cos, sin, batch)
 
-    def causal_mask_rows(self, segments, first, rows, keys):
-        """Additive mask of query positions first..first+rows over keys 0..keys: each
-        attends to itself and earlier positions - of its own sample where `segments`
-        (B, T) numbers them: (B, rows, keys); else (rows, keys)."""
-        q = ops.arange(first, first + rows, dtype=ms.int32).reshape(rows, 1)
-        allowed = ops.arange(0, keys, dtype=ms.int32).reshape(1, keys) <= q  # (rows, keys)
-        if segments is not None:
-            batch = segments.shape[0]
-            same = segments[:, first : first + rows].reshape(batch, rows, 1) == segments[
-                :, :keys
-            ].reshape(batch, 1, keys)
-            allowed = ops.logical_and(same, allowed)  # (B, rows, keys)
-        return ops.where(allowed, 0.0, MASK_VALUE).astype(ms.float32)
-
-    def hidden(self, input_ids, positions=None, segments=None):
+    def hidden(self, input_ids, positions=None, segments=None, chunks=0):
         """The decoder stack: input_ids (B, T) -> hidden states (B*T, D) before the
         final norm. `positions` (B, T): rotary positions (None: 0..T-1 in every row).
         `segments` (B, T): sample numbers; a token attends to the earlier tokens of its
-        own sample only (None: to every earlier token of its row)."""
+        own sample only (None: to every earlier token of its row). `chunks` > 0: each
+        of that many chunks attends over itself and the chunk before it only (every
+        sample must start no earlier than the chunk before its tokens')."""
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError("input longer than the model's rotary tables (config seq_length)")
         h = self.embed(input_ids)  # (B*T, D)
         rope = self.rope(positions, batch, seq)
+        if chunks:
+            mask = self.expand_mask(chunked_mask(segments, chunks), batch)
+            for layer in self.model.layers:
+                h = layer.chunked(h, rope, mask, batch, seq, chunks)
+            return h
         full = segments is None and seq == self.causal_mask.shape[0]  # the prebuilt masks fit
         if in_halves(seq):
             half = seq // 2
             if full:
                 first, second = self.causal_halves
             else:
-                first = self.causal_mask_rows(segments, 0, half, half)
-                second = self.causal_mask_rows(segments, half, half, seq)
+                first = causal_rows(segments, 0, half, half)
+                second = causal_rows(segments, half, half, seq)
             masks = (self.expand_mask(first, batch), self.expand_mask(second, batch))
             for layer in self.model.layers:
                 h = layer.halves(h, rope, masks, batch, seq)
             return h
-        mask = self.causal_mask if full else self.causal_mask_rows(segments, 0, seq, seq)
+        mask = self.causal_mask if full else causal_rows(segments, 0, seq, seq)
         mask = self.expand_mask(mask, batch)
         for layer in self.model.layers:
             h = layer(h, rope, mask, batch, seq)

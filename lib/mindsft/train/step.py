@@ -73,8 +73,8 @@ class TrainStep:
         self.micro = wrap(self._micro)
         self.apply = wrap(self._apply)
 
-    def _loss_sum(self, tokens, positions, segments, index, targets):
-        h = self.net.hidden(tokens, positions, segments)  # (B*T, D)
+    def _loss_sum(self, tokens, positions, segments, index, targets, chunks):
+        h = self.net.hidden(tokens, positions, segments, chunks)  # (B*T, D)
         logits = self.net.selected_logits(h, index)  # (N, V)
         return nll_sum(logits, targets, self.ignore)
 
@@ -100,14 +100,14 @@ class TrainStep:
         for param, mask in zip(self.dropout_masks, masks):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign(param, mask)
 
-    def _fused(self, tokens, positions, segments, index, targets, masks, lr):
+    def _fused(self, tokens, positions, segments, index, targets, chunks, masks, lr):
         self._set_masks(masks)
-        (loss_sum, count), grads = self.grad_fn(tokens, positions, segments, index, targets)
+        (loss_sum, count), grads = self.grad_fn(tokens, positions, segments, index, targets, chunks)
         return self._finish(grads, loss_sum, count, lr)
 
-    def _micro(self, tokens, positions, segments, index, targets, masks):
+    def _micro(self, tokens, positions, segments, index, targets, chunks, masks):
         self._set_masks(masks)
-        (loss_sum, count), grads = self.grad_fn(tokens, positions, segments, index, targets)
+        (loss_sum, count), grads = self.grad_fn(tokens, positions, segments, index, targets, chunks)
         for acc, g in zip(self.acc, grads):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign_add(acc, ops.cast(g, ms.float32))
         ops.assign_add(self.acc_loss, loss_sum)
