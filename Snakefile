@@ -21,6 +21,7 @@ wildcard_constraints:
     run=one_of(RUNS),
     split="train|eval",
     seq=r"\d+",
+    packing=r"(\.packed)?",
 
 
 # Small or network-bound jobs run where Snakemake runs (a cluster's login node,

@@ -64,11 +64,11 @@ def dataset_json(dataset):
 
 
 def mindrecord(run, split):
-    """The MindRecord a run trains (split=train) or is evaluated (eval) on."""
+    """The MindRecord a run trains (split=train; packed with `packing`) or is
+    evaluated (eval; padded) on."""
     r = RUNS[run]
-    return (
-        f"results/data/{r['dataset']}/{split}/{r['model']}_{r['seq_length']}.mindrecord"
-    )
+    packed = ".packed" if split == "train" and r["packing"] else ""
+    return f"results/data/{r['dataset']}/{split}/{r['model']}_{r['seq_length']}{packed}.mindrecord"
 
 
 def base_metrics(run):
@@ -137,6 +137,11 @@ def model_weights(wildcards):
 def weights_input(wildcards, input):
     """Params function: the job's `weights` input (a checkpoint file)."""
     return input.weights
+
+
+def packed_rows(wildcards):
+    """Params function: whether the job's MindRecord is the packed one."""
+    return wildcards.packing == ".packed"
 
 
 def tiny_options(wildcards):

@@ -1,4 +1,5 @@
-# alpaca JSON -> held-out split -> conversation JSON -> MindRecord (+ .db, stats).
+# alpaca JSON -> held-out split -> conversation JSON -> MindRecord (+ .db, stats);
+# `{model}_{seq}.packed.mindrecord` is the packed one (preprocess --packing True).
 
 
 rule download_dataset:
@@ -64,15 +65,16 @@ rule preprocess:
         data="results/data/{dataset}/{split}/conversation.json",
         model=model_dir,
     output:
-        mindrecord="results/data/{dataset}/{split}/{model}_{seq}.mindrecord",
-        db="results/data/{dataset}/{split}/{model}_{seq}.mindrecord.db",
-        stats="results/data/{dataset}/{split}/{model}_{seq}.mindrecord.stats.json",
+        mindrecord="results/data/{dataset}/{split}/{model}_{seq}{packing}.mindrecord",
+        db="results/data/{dataset}/{split}/{model}_{seq}{packing}.mindrecord.db",
+        stats="results/data/{dataset}/{split}/{model}_{seq}{packing}.mindrecord.stats.json",
     log:
-        "logs/preprocess/{dataset}_{split}_{model}_{seq}.log",
+        "logs/preprocess/{dataset}_{split}_{model}_{seq}{packing}.log",
     benchmark:
-        "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}.tsv"
+        "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}{packing}.tsv"
     params:
         tokenizer=model_tokenizer,
+        packing=packed_rows,
         code=code("preprocess"),
     threads: config["preprocess_workers"]
     conda:

@@ -69,6 +69,7 @@ rule merge:
         "benchmarks/merge/{run}.tsv"
     params:
         tokenizer=model_tokenizer,
+        packing=run_setting("packing"),
         code=code("merge"),
     threads: 1
     conda:

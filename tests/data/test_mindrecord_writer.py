@@ -5,7 +5,13 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows, unpack_row
+from mindsft.data.mindrecord_writer import (
+    MindRecordWriter,
+    pack_row,
+    pack_rows,
+    unpack_row,
+    unpack_rows,
+)
 from mindspore.mindrecord import FileWriter
 
 INT32 = {"type": "int32", "shape": [-1]}
@@ -61,6 +67,43 @@ def test_a_row_unpacks_to_its_columns_packed_in_name_order():
     assert set(unpacked) == set(columns)
     for column, array in columns.items():
         np.testing.assert_array_equal(unpacked[column], array[1])
+
+
+def test_rows_of_varying_sizes_write_the_bytes_filewriter_writes(tmp_path):
+    """A packed qa row's `actual_seq_len` has one entry per sample: rows differ in size."""
+    schema = {"input_ids": INT32, "labels": INT32, "actual_seq_len": INT32}
+    rng = np.random.default_rng(2)
+    rows = [
+        {
+            "input_ids": rng.integers(0, 32000, 17, dtype=np.int32),
+            "labels": rng.integers(-100, 32000, 17, dtype=np.int32),
+            "actual_seq_len": np.cumsum(rng.integers(1, 5, k)).astype(np.int32),
+        }
+        for k in (1, 3, 2, 4, 1)
+    ]
+    (tmp_path / "public").mkdir()
+    writer = FileWriter(str(tmp_path / "public" / "x.mindrecord"), shard_num=1)
+    writer.add_schema(schema, "packed")
+    writer.write_raw_data(rows[:2])
+    writer.write_raw_data(rows[2:])
+    writer.commit()
+    with MindRecordWriter(tmp_path / "x.mindrecord", "x.mindrecord", schema, "packed") as out:
+        out.write_rows([pack_row(r) for r in rows[:2]])
+        out.write_rows([pack_row(r) for r in rows[2:]])
+        out.finish()
+    for suffix in ("", ".db"):
+        public_bytes = (tmp_path / "public" / f"x.mindrecord{suffix}").read_bytes()
+        assert (tmp_path / f"x.mindrecord{suffix}").read_bytes() == public_bytes
+
+
+def test_rows_packed_together_unpack_to_their_columns():
+    rng = np.random.default_rng(3)
+    columns = {c: rng.integers(-100, 32000, size=(4, 6), dtype=np.int32) for c in ("b", "a")}
+    back = unpack_rows(pack_rows(columns), {"a": 6, "b": 6})
+    for column, array in columns.items():
+        np.testing.assert_array_equal(back[column], array)
+    one = {"a": columns["a"]}
+    np.testing.assert_array_equal(unpack_rows(pack_rows(one), {"a": 6})["a"], columns["a"])
 
 
 def test_a_failed_write_leaves_no_scratch_folder_and_other_types_are_refused(tmp_path):

@@ -115,3 +115,53 @@ def test_a_wiki_mindrecord_trains_every_token_and_num_samples_keeps_the_first_ro
         r"--run_mode train needs a wiki MindRecord \(input_ids\)",
     ):
         require_kind(qa, "qa", "wiki", "--run_mode train")
+
+
+PACKED_SCHEMA = {**SCHEMA, "actual_seq_len": {"type": "int32", "shape": [-1]}}
+
+
+def write_packed(path, rows):
+    """Packed rows (ends, labels or None) of 9 tokens: ids 5, labels as given or IGNORE."""
+    writer = FileWriter(str(path), shard_num=1, overwrite=True)
+    writer.add_schema(PACKED_SCHEMA, "qa")
+    records = []
+    for ends, labels in rows:
+        labels = np.full(9, -100, np.int32) if labels is None else np.asarray(labels, np.int32)
+        records.append(
+            {
+                "input_ids": np.full(len(labels), 5, np.int32),
+                "labels": labels,
+                "actual_seq_len": np.asarray(ends, np.int32),
+            }
+        )
+    writer.write_raw_data(records)
+    writer.commit()
+    return path
+
+
+def test_a_packed_mindrecord_is_known_by_its_boundaries_column(tmp_path):
+    path = write_packed(tmp_path / "p.mindrecord", [([4, 9], None), ([3], None), ([2, 5, 8], None)])
+    batches = MindRecordBatches(path, 2, drop_remainder=False)
+    assert batches.packed and batches.seq_length == 8
+    first, second = list(batches)
+    assert [e.tolist() for e in first["actual_seq_len"]] == [[4, 9], [3]]
+    assert [e.tolist() for e in second["actual_seq_len"]] == [[2, 5, 8]]
+    plain = write_mindrecord(tmp_path / "d.mindrecord", rows=2)
+    assert not MindRecordBatches(plain, 1).packed
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (([5, 4], None), r"actual_seq_len \[5, 4\] are not increasing"),
+        (([4, 10], None), "within the row's 9 tokens"),
+        (([], None), "actual_seq_len"),
+        (([0, 4], None), "are not increasing"),
+        (([4], [-100] * 6 + [7, -100, -100]), "labels after the last sample end"),
+        (([4], [-100] * 8), "different lengths"),
+    ],
+)
+def test_packed_rows_whose_boundaries_do_not_add_up_name_the_row(tmp_path, bad, message):
+    path = write_packed(tmp_path / "bad.mindrecord", [([4, 9], None), ([9], None), bad])
+    with pytest.raises(MindsftError, match=f"bad.mindrecord: row 2: .*{message}"):
+        MindRecordBatches(path, 1)

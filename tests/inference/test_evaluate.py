@@ -1,5 +1,6 @@
 """`mindsft evaluate` against HF transformers' loss on the same shifted, masked tokens."""
 
+import copy
 import json
 
 import mindspore as ms
@@ -161,6 +162,63 @@ def test_no_target_token_is_one_line_naming_the_data(run, ms_llama_like):
             [{"input_ids": run["ids"], "labels": labels}],
             "held-out.mindrecord",
         )
+
+
+@pytest.fixture(scope="module")
+def packed(run, qa_schema):
+    """Twelve qa samples at seq_length 64, padded and packed (the library's packer),
+    and a YAML config of that length."""
+    from mindsft.data.mindrecord_writer import MindRecordWriter
+    from mindsft.data.packing import SCHEMA, Packer
+
+    root, seq = run["root"], 64
+    rng = np.random.default_rng(5)
+    ids = np.zeros((12, seq + 1), np.int32)
+    labels = np.full_like(ids, -100)
+    for i in range(12):
+        n, prompt = rng.integers(4, 41), rng.integers(1, 4)
+        ids[i, :n] = np.concatenate([[1], rng.integers(3, VOCAB, n - 1)])
+        labels[i, prompt:n] = ids[i, prompt:n]
+    writer = FileWriter(str(root / "padded.mindrecord"), shard_num=1, overwrite=True)
+    writer.add_schema(qa_schema, "qa")
+    writer.write_raw_data([{"input_ids": a, "labels": b} for a, b in zip(ids, labels, strict=True)])
+    writer.commit()
+    packer = Packer(seq + 1, pad_id=0)
+    blobs = packer.add(ids, labels) + packer.finish()
+    with MindRecordWriter(root / "packed.mindrecord", "packed.mindrecord", SCHEMA, "qa") as out:
+        out.write_rows(blobs)
+        out.finish()
+    doc = yaml.safe_load((root / "run.yaml").read_text())
+    doc["model"]["model_config"]["seq_length"] = seq
+    (root / "run64.yaml").write_text(yaml.safe_dump(doc))
+    return {"ids": ids, "labels": labels, "rows": packer.rows}
+
+
+def test_a_packed_mindrecord_gives_the_loss_and_tokens_of_the_padded_one(run, packed):
+    assert packed["rows"] < 12
+    results = {}
+    for name in ("padded", "packed"):
+        rc, out = evaluate(
+            run, "--batch_size", "2", config="run64.yaml", dataset=f"{name}.mindrecord"
+        )
+        assert rc == 0
+        results[name] = json.loads(out.read_text())
+    loss, tokens = hf_loss(run["hf"], packed["ids"], packed["labels"])
+    assert results["packed"]["tokens"] == results["padded"]["tokens"] == tokens
+    assert results["packed"]["rows"] == packed["rows"] and results["padded"]["rows"] == 12
+    assert results["packed"]["loss"] == pytest.approx(results["padded"]["loss"], rel=1e-5)
+    assert results["packed"]["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_packed_mindrecord_at_another_seq_length_is_one_line(run, packed, capsys):
+    """Even under an HF config, whose length is a ceiling for padded rows."""
+    config = copy.deepcopy(run["hf"].config)
+    config.max_position_embeddings = 128
+    config.save_pretrained(run["root"] / "hf128")
+    err = one_line_error(capsys, *evaluate(run, config="hf128", dataset="packed.mindrecord"))
+    assert "packed.mindrecord: packed dataset seq_length 64" in err and "128" in err
+    rc, _ = evaluate(run, config="hf128", dataset="padded.mindrecord")
+    assert rc == 0
 
 
 def test_perplexity_overflows_to_inf_from_a_loss_of_700():

@@ -208,3 +208,51 @@ def test_gradients_match_hf_autograd_including_the_tied_embedding(
         np.testing.assert_allclose(
             grad.asnumpy(), hf_grads[param.name], atol=2e-6, err_msg=param.name
         )
+
+
+@pytest.mark.parametrize(
+    "length, rows, chunks",
+    [
+        (128, [[20, 7, 1, 13], [123]], 0),
+        (50, [[20, 7, 1, 13], [45]], 0),
+        (256, [[20, 7, 1, 90, 60], [64, 64, 64, 60]], 4),
+    ],
+    ids=["halves", "one_block", "pairs_of_quarters"],
+)
+def test_packed_rows_give_each_sample_the_logits_hf_gives_it_alone(
+    length, rows, chunks, tiny_hf_llama, ms_llama_like
+):
+    """Attention within each sample (block-diagonal causal) and rotary positions that
+    restart per sample, in each attention layout: two query halves, one block, and
+    pairs of quarter rows (every sample starts at most a quarter before its tokens')."""
+    from mindsft.data.packing import sample_positions
+
+    hf = tiny_hf_llama(4, 2, False, seq=256)
+    model = ms_llama_like(hf)
+    ids = random_ids(96, (2, length), seed=3)
+    segments, positions = [], []
+    for lengths in rows:  # the rest of a row is padding
+        segment, position, _ = sample_positions(np.cumsum(lengths), length)
+        segments.append(segment)
+        positions.append(position)
+    h = model.hidden(
+        ms.Tensor(ids), ms.Tensor(np.stack(positions)), ms.Tensor(np.stack(segments)), chunks
+    )
+    logits = model.logits(h, 2, length).asnumpy()
+    for r, lengths in enumerate(rows):
+        start = 0
+        for n in lengths:
+            alone = hf_logits(hf, ids[r : r + 1, start : start + n])[0]
+            np.testing.assert_allclose(logits[r, start : start + n], alone, atol=1e-4, rtol=0)
+            start += n
+
+
+def test_selected_logits_are_the_rows_of_the_full_logits(tiny_hf_llama, ms_llama_like):
+    for tied in (False, True):
+        model = ms_llama_like(tiny_hf_llama(4, 2, tied))
+        ids = random_ids(96, (2, 30), seed=4)
+        h = model.hidden(ms.Tensor(ids))
+        index = np.array([59, 0, 31, 31, 7], np.int32)
+        full = model.logits(h, 2, 30).asnumpy().reshape(60, 96)
+        picked = model.selected_logits(h, ms.Tensor(index)).asnumpy()
+        np.testing.assert_allclose(picked, full[index], atol=1e-6, rtol=0)

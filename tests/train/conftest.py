@@ -197,6 +197,26 @@ def workdir(tmp_path_factory, make_base_checkpoint, make_mindrecord):
 
 
 @pytest.fixture(scope="session")
+def train_run():
+    """train_run(config, data, base, output_dir, resume=False): a Trainer set up from
+    the finetune YAML `config` on MindRecord `data` and checkpoint `base`, resumed
+    when asked, trained to the end; returns the trainer."""
+    from mindsft.train.config import load_finetune_config
+    from mindsft.train.trainer import RunPaths, Trainer
+
+    def run(config, data, base, output_dir, resume=False):
+        paths = RunPaths(str(data), str(base), str(output_dir))
+        trainer = Trainer(load_finetune_config(config), paths)
+        trainer.setup()
+        if resume:
+            trainer.resume()
+        trainer.train()
+        return trainer
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def read_losses():
     """read_losses(output_dir): the records of a run's loss.jsonl."""
 

@@ -12,25 +12,16 @@ from mindsft.cli import main
 from mindsft.errors import MindsftError
 from mindsft.pet.lora import is_lora_param
 from mindsft.train.checkpoint import RunCheckpoints
-from mindsft.train.config import load_finetune_config
-from mindsft.train.trainer import RunPaths, Trainer
 
 
 @pytest.fixture(scope="module")
-def run(workdir, finetune_yaml):
+def run(workdir, finetune_yaml, train_run):
     """run(name, resume=False, **yaml_kwargs): train workdir/name to the end."""
 
     def train(name, resume=False, **yaml_kwargs):
-        cfg = load_finetune_config(finetune_yaml(workdir / f"{name}.yaml", **yaml_kwargs))
-        paths = RunPaths(
-            str(workdir / "data.mindrecord"), str(workdir / "base.ckpt"), str(workdir / name)
-        )
-        trainer = Trainer(cfg, paths)
-        trainer.setup()
-        if resume:
-            trainer.resume()
-        trainer.train()
-        return trainer
+        config = finetune_yaml(workdir / f"{name}.yaml", **yaml_kwargs)
+        data, base = workdir / "data.mindrecord", workdir / "base.ckpt"
+        return train_run(config, data, base, workdir / name, resume)
 
     return train
 
@@ -60,6 +51,7 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
         "lr",
         "grad_norm",
         "tokens",
+        "trained_tokens",
         "tokens_per_s",
         "elapsed",
     }
@@ -67,6 +59,7 @@ def test_full_finetuning_with_accumulation_lowers_the_loss_and_equals_the_larger
     assert records[-1]["epoch"] == 2 and records[0]["tokens"] == 4 * tiny_model_config["seq_length"]
     first, last = records[0]["loss"], np.mean([r["loss"] for r in records[-3:]])
     assert last < first - 1.0, (first, last)
+    assert [r["trained_tokens"] for r in records] == [r["trained_tokens"] for r in big_records]
     # token-weighted accumulation: the same loss, gradient and update as one batch of 4
     np.testing.assert_allclose(
         [r["loss"] for r in records], [r["loss"] for r in big_records], rtol=1e-5

@@ -13,6 +13,7 @@ with log_to(smk.log[0]):
         base_checkpoint=smk.input.weights,
         tokenizer=smk.params.tokenizer,
         out_dir=smk.output[0],
+        packing=smk.params.packing,
         provenance={
             "hf_model": smk.input.model,
             "alpaca": smk.input.alpaca,

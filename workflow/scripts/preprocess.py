@@ -15,5 +15,6 @@ if __name__ == "__main__":
             int(smk.wildcards.seq),
             smk.output.mindrecord,
             smk.threads,
+            packing=smk.params.packing,
         )
         print(f"wrote {stats.rows} rows to {smk.output.mindrecord}")

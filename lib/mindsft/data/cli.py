@@ -80,6 +80,7 @@ def _register_preprocess(subparsers) -> None:
         help="the model's HF config.json (or folder) or MindFormers YAML: seq_length may not "
         "exceed its positions (default: a config.json beside --model_file, if any)",
     )
+    p.add_argument("--packing", type=str2bool, default=False, help="qa: whole samples per row")
     p.set_defaults(func=run_preprocess)
 
 
@@ -104,6 +105,7 @@ def run_preprocess(args) -> int:
         args.template,
         args.train_on_prompt,
         args.config,
+        packing=args.packing,
     )
     print(
         f"wrote {stats.rows} rows to {args.output_file}: {stats.trained_tokens} trained tokens, "

@@ -8,7 +8,11 @@ first row through the public write_raw_data (which opens the file, writes the
 header and checks that row) and hands every further row, as a blob laid out by
 `pack_rows`, straight to the shard writer FileWriter itself calls.
 mindspore==2.10 is pinned; tests/data/test_mindrecord_writer.py checks that the
-files are byte for byte those the public write_raw_data writes."""
+files are byte for byte those the public write_raw_data writes.
+
+Rows of equal size come as one buffer (`pack_rows`, `write_packed`); rows whose
+columns vary in length from row to row (a packed row's `actual_seq_len`) as one
+blob each (`pack_row`, `write_rows`)."""
 
 import contextlib
 import errno
@@ -37,23 +41,54 @@ def writing(path):
         raise OSError(errno.EIO, f"MindRecord writer: {reason}", str(path)) from None
 
 
+def _row_dtype(names, widths: dict) -> np.dtype:
+    """The record layout `pack_rows` writes: per column in name order a big-endian
+    8-byte length, then `widths[name]` int32 values (one column: the values only)."""
+    if len(names) == 1:
+        return np.dtype([("c0", "<i4", (widths[names[0]],))])
+    fields = []
+    for k, name in enumerate(names):
+        fields += [(f"n{k}", ">u8"), (f"c{k}", "<i4", (widths[name],))]
+    return np.dtype(fields)
+
+
 def pack_rows(columns: dict) -> bytes:
     """Rows as MindRecord stores them, one after another: for one column a row's
     bytes; for several, each column's bytes behind its length (8 bytes, big endian)
     in the order of the column names (MindSpore keeps blob fields sorted by name) -
     what MindSpore's ShardWriter._merge_blob makes of a row of int32 arrays.
     `columns`: {name: int32 array (n_rows, row_length)}."""
-    arrays = [columns[name] for name in sorted(columns)]
+    names = sorted(columns)
+    arrays = [columns[name] for name in names]
     if len(arrays) == 1:
         return np.ascontiguousarray(arrays[0], dtype="<i4").tobytes()
-    fields = []
-    for k, col in enumerate(arrays):
-        fields += [(f"n{k}", ">u8"), (f"c{k}", "<i4", col.shape[1:])]
-    packed = np.empty(len(arrays[0]), dtype=fields)
+    widths = {name: columns[name].shape[1] for name in names}
+    packed = np.empty(len(arrays[0]), dtype=_row_dtype(names, widths))
     for k, col in enumerate(arrays):
         packed[f"n{k}"] = col[0].nbytes if len(col) else 0
         packed[f"c{k}"] = col
     return packed.tobytes()
+
+
+def unpack_rows(packed: bytes, widths: dict) -> dict:
+    """Rows packed by `pack_rows` back to {name: int32 array (n_rows, width)};
+    `widths`: {column name: values per row}. The arrays are views of `packed`."""
+    names = sorted(widths)
+    records = np.frombuffer(packed, dtype=_row_dtype(names, widths))
+    return {name: records[f"c{k}"] for k, name in enumerate(names)}
+
+
+def pack_row(columns: dict) -> bytes:
+    """One row whose columns may have any length, as `pack_rows` lays a row out:
+    {name: 1-D int32 array} -> bytes."""
+    names = sorted(columns)
+    if len(names) == 1:
+        return np.ascontiguousarray(columns[names[0]], dtype="<i4").tobytes()
+    parts = []
+    for name in names:
+        data = np.ascontiguousarray(columns[name], dtype="<i4").tobytes()
+        parts += [len(data).to_bytes(8, "big"), data]
+    return b"".join(parts)
 
 
 def unpack_row(blob: bytes, names) -> dict:
@@ -100,11 +135,15 @@ class MindRecordWriter:
         if n_rows == 0:
             return
         size = len(packed) // n_rows
-        start = 0
+        self.write_rows([packed[k * size : (k + 1) * size] for k in range(n_rows)])
+
+    def write_rows(self, blobs: list) -> None:
+        """Write rows given one blob each (`pack_row`), of any sizes."""
+        if not blobs:
+            return
         if not self.opened:
-            self._open(packed[:size])
-            start = 1
-        blobs = [packed[k * size : (k + 1) * size] for k in range(start, n_rows)]
+            self._open(blobs[0])
+            blobs = blobs[1:]
         if blobs:
             with writing(self.dest):
                 self.writer._writer._writer.write_raw_data({}, blobs, True, False)

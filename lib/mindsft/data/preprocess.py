@@ -28,7 +28,9 @@ import numpy as np
 from mindsft.atomic import atomic_output, check_writable
 from mindsft.data.alpaca import load_json_list
 from mindsft.data.formats import is_json_lines, iter_json_lines
-from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows
+from mindsft.data.mindrecord_writer import MindRecordWriter, pack_rows, unpack_rows
+from mindsft.data.packing import SCHEMA as PACKED_SCHEMA
+from mindsft.data.packing import Packer
 from mindsft.data.rows import Stats, qa_chunk, wiki_chunk
 from mindsft.data.template import TEMPLATE_NAME, check_template
 from mindsft.data.tokenizer import SentencePieceTokenizer
@@ -328,7 +330,7 @@ def check_seq_length(seq_length: int, model_file, config=None) -> None:
         )
 
 
-def _check_options(dataset_type, workers, template, train_on_prompt) -> None:
+def _check_options(dataset_type, workers, template, train_on_prompt, packing) -> None:
     if dataset_type not in SCHEMAS:
         raise MindsftError(f"dataset_type {dataset_type!r}: expected one of {sorted(SCHEMAS)}")
     if workers < 1:
@@ -336,6 +338,11 @@ def _check_options(dataset_type, workers, template, train_on_prompt) -> None:
     if dataset_type == "wiki" and (template != TEMPLATE_NAME or train_on_prompt):
         raise MindsftError(
             "template and train_on_prompt apply to qa data; wiki rows train on every token"
+        )
+    if packing and dataset_type == "wiki":
+        raise MindsftError(
+            "--packing True with --dataset_type wiki: wiki rows are already contiguous text "
+            "cut into full rows, there is no padding to pack away"
         )
     check_template(template)
 
@@ -350,12 +357,14 @@ def preprocess(
     template: str = TEMPLATE_NAME,
     train_on_prompt: bool = False,
     config=None,
+    packing: bool = False,
 ) -> Stats:
     """Write `output_file` (+ `.db`) and `output_file.stats.json`; return the Stats.
     qa records are laid out in FastChat `template`; `train_on_prompt` trains on the
     whole text, not only the answers (see chat_rows.py); `config` (optional) bounds
-    seq_length by the model's positions."""
-    _check_options(dataset_type, workers, template, train_on_prompt)
+    seq_length by the model's positions; `packing` packs whole samples into rows
+    (then `rows` counts the packed rows, the other counts samples)."""
+    _check_options(dataset_type, workers, template, train_on_prompt, packing)
     check_seq_length(seq_length, model_file, config)
     output_file = Path(output_file)
     stats_file = output_file.with_name(output_file.name + ".stats.json")
@@ -365,6 +374,8 @@ def preprocess(
     tok = SentencePieceTokenizer(model_file)
     length = seq_length + 1
     stats = Stats()
+    packer = Packer(length, tok.pad_id) if packing else None
+    schema = PACKED_SCHEMA if packing else SCHEMAS[dataset_type]
     with (
         atomic_output(output_file, suffixes=(".db",)) as tmp,
         atomic_output(stats_file) as tmp_stats,
@@ -380,15 +391,8 @@ def preprocess(
         ):
             results = progress.follow(ordered, bar, stats)
             # MindSpore is imported here, while the workers run the first tasks
-            with MindRecordWriter(
-                tmp, output_file.name, SCHEMAS[dataset_type], dataset_type
-            ) as out:
-                if dataset_type == "qa":
-                    for packed, chunk_stats in results:
-                        out.write_packed(packed, chunk_stats.rows)
-                        stats.add(chunk_stats)
-                else:
-                    _write_wiki(out, results, length, stats)
+            with MindRecordWriter(tmp, output_file.name, schema, dataset_type) as out:
+                _write(out, results, dataset_type, length, stats, packer)
                 if stats.rows == 0:
                     raise MindsftError(
                         f"{input_glob}: empty dataset (no rows of seq_length + 1 = {length} tokens)"
@@ -398,8 +402,33 @@ def preprocess(
         if dataset_type == "qa":
             how.update(template=template, train_on_prompt=train_on_prompt)
         summary = {**how, **dataclasses.asdict(stats), "tokenizer_sha256": tok.sha256()}
+        if packer is not None:
+            summary.update(packer.summary())
         tmp_stats.write_text(json.dumps({**summary, "inputs": files}, indent=2) + "\n")
     return stats
+
+
+def _write(out: MindRecordWriter, results, dataset_type: str, length: int, stats, packer) -> None:
+    """Write the tasks' results as rows: qa as they come, or through `packer`; wiki
+    cut into rows of `length`."""
+    if packer is not None:
+        _write_packed_qa(out, results, packer, stats)
+    elif dataset_type == "qa":
+        for packed, chunk_stats in results:
+            out.write_packed(packed, chunk_stats.rows)
+            stats.add(chunk_stats)
+    else:
+        _write_wiki(out, results, length, stats)
+
+
+def _write_packed_qa(out: MindRecordWriter, results, packer: Packer, stats: Stats) -> None:
+    """Pack the qa rows as they come; `stats` counts samples, then `rows` the packed rows."""
+    widths = {"input_ids": packer.length, "labels": packer.length}
+    for packed, chunk_stats in results:
+        out.write_rows(packer.add(**unpack_rows(packed, widths)))
+        stats.add(chunk_stats)
+    out.write_rows(packer.finish())
+    stats.rows = packer.rows
 
 
 def _write_wiki(out: MindRecordWriter, streams, length: int, stats: Stats) -> None:

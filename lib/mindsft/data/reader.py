@@ -1,13 +1,16 @@
 """Batches from a qa MindRecord (`input_ids`, `labels`: int32, seq_length + 1 long)
 or a wiki one (`input_ids` only: every token is a target, so its labels are its
 input_ids) in a reproducible order: seeded per-epoch shuffle, rank sharding, and
-exact resume from a batch index."""
+exact resume from a batch index. A packed qa MindRecord (`preprocess --packing
+True`) is known by its third column, `actual_seq_len` (format: data/packing.py);
+its rows' boundaries are checked on reading and travel with each batch."""
 
 from pathlib import Path
 
 import numpy as np
 from mindspore.mindrecord import FileReader
 
+from mindsft.data.packing import BOUNDARIES, check_packed_row
 from mindsft.errors import MindsftError
 
 COLUMNS = ("input_ids", "labels")
@@ -58,39 +61,70 @@ def mindrecord_kind(path) -> str:
         reader.close()
 
 
+def _columns(schema: dict, kind: str, path) -> tuple:
+    """The columns to read: the kind's, and `actual_seq_len` where a qa file is packed."""
+    columns = KINDS[kind] + ((BOUNDARIES,) if kind == "qa" and BOUNDARIES in schema else ())
+    for c in columns:
+        if schema[c].get("type") not in ("int32", "int64") or schema[c].get("shape") != [-1]:
+            raise MindsftError(f"{path}: column {c} is {schema[c]}, expected int32 of shape [-1]")
+    return columns
+
+
+def _read_rows(reader, columns: tuple, path) -> dict:
+    """Every row's columns as int32 arrays, each row checked as it comes."""
+    rows = {c: [] for c in columns}
+    k = 0
+    try:
+        for k, row in enumerate(reader.get_next()):
+            for c in columns:
+                rows[c].append(np.asarray(row[c], dtype=np.int32))
+            _check_row(rows, k, path)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise MindsftError(f"{path}: row {k}: unreadable ({reason})") from None
+    return rows
+
+
+def _check_row(rows: dict, k: int, path) -> None:
+    """Row k (just read) has the first row's length in every token column, and a
+    packed row's boundaries add up."""
+    length = len(rows["input_ids"][0])
+    for c in (c for c in COLUMNS if c in rows):
+        if len(rows[c][k]) != length:
+            raise MindsftError(
+                f"{path}: row {k}: {c} has {len(rows[c][k])} tokens, the rows before it "
+                f"{length}; rows have different lengths, expected one seq_length + 1"
+            )
+    if BOUNDARIES in rows:
+        check_packed_row(rows[BOUNDARIES][k], rows["labels"][k], f"{path}: row {k}")
+
+
 def read_mindrecord(path) -> dict:
     """All rows of a qa or wiki MindRecord as {"input_ids", "labels"}: int32
-    (rows, seq + 1), and "kind"; a wiki MindRecord's labels are its input_ids."""
+    (rows, seq + 1), and "kind"; a wiki MindRecord's labels are its input_ids. A
+    packed one also has "actual_seq_len": an object array of int32 arrays, the
+    cumulative sample ends of each row."""
     reader = _open(path)
     try:
         schema = reader.schema()
         kind = _kind(schema, path)
-        columns = KINDS[kind]
-        for c in columns:
-            if schema[c].get("type") not in ("int32", "int64") or schema[c].get("shape") != [-1]:
-                raise MindsftError(
-                    f"{path}: column {c} is {schema[c]}, expected int32 of shape [-1]"
-                )
-        rows = {c: [] for c in columns}
-        for row in reader.get_next():
-            for c in columns:
-                rows[c].append(np.asarray(row[c], dtype=np.int32))
+        columns = _columns(schema, kind, path)
+        rows = _read_rows(reader, columns, path)
     finally:
         reader.close()
     if not rows["input_ids"]:
         raise MindsftError(f"{path}: the MindRecord holds no rows")
-    lengths = {len(r) for c in columns for r in rows[c]}
-    if len(lengths) != 1:
-        raise MindsftError(
-            f"{path}: rows have different lengths {sorted(lengths)}; expected one seq_length + 1"
-        )
-    data = {c: np.stack(rows[c]) for c in columns}
+    data = {c: np.stack(rows[c]) for c in columns if c != BOUNDARIES}
     data.setdefault("labels", data["input_ids"])  # wiki: every token is a target
+    if BOUNDARIES in rows:
+        data[BOUNDARIES] = np.empty(len(rows[BOUNDARIES]), dtype=object)
+        data[BOUNDARIES][:] = rows[BOUNDARIES]
     return {**data, "kind": kind}
 
 
 class MindRecordBatches:
-    """Iterate numpy batches {"input_ids", "labels"}: int32 (B, seq_length + 1).
+    """Iterate numpy batches {"input_ids", "labels"}: int32 (B, seq_length + 1), and
+    for a packed MindRecord (`packed` True) "actual_seq_len": B arrays of sample ends.
 
     Each epoch's order is a permutation seeded by (seed, epoch) when `shuffle`
     (`set_epoch(e)` selects the epoch), else file order. The order is cut to a
@@ -122,7 +156,8 @@ class MindRecordBatches:
         self.path = Path(path)
         data = read_mindrecord(path)
         self.kind = data.pop("kind")
-        self.data = {c: data[c][:num_samples] for c in COLUMNS}
+        self.data = {c: column[:num_samples] for c, column in data.items()}
+        self.packed = BOUNDARIES in self.data
         self.rows = len(self.data["input_ids"])
         self.seq_length = self.data["input_ids"].shape[1] - 1
         self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
@@ -158,4 +193,4 @@ class MindRecordBatches:
         first, self.start_batch = self.start_batch, 0
         for b in range(first, len(self)):
             idx = rows[b * self.batch_size : (b + 1) * self.batch_size]
-            yield {c: self.data[c][idx] for c in COLUMNS}
+            yield {c: column[idx] for c, column in self.data.items()}

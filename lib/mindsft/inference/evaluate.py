@@ -1,8 +1,11 @@
 """Held-out loss and perplexity with the loss MindFormers trains on (shifted labels,
 ignore id and pad masked out). `LossEvaluator` is the one evaluation loop: over any
 model already built and any batches (`evaluate_loss` for a single pass);
-`evaluate_checkpoint` runs it for a checkpoint on a qa or wiki MindRecord, as
-`mindsft evaluate` and `mindsft run --run_mode eval` do."""
+`evaluate_checkpoint` runs it for a checkpoint on a qa (padded or packed) or wiki
+MindRecord, as `mindsft evaluate` and `mindsft run --run_mode eval` do. Batches are
+laid out as for training (data/batch.py): cut after their last target, logits only
+at the targets, attention within each sample of a packed row, so a packed
+MindRecord gives the loss and token count of the padded one with the same samples."""
 
 import json
 import math
@@ -12,11 +15,12 @@ from pathlib import Path
 import mindspore as ms
 
 from mindsft.atomic import atomic_output, check_writable
+from mindsft.data.batch import step_batch
 from mindsft.data.reader import MindRecordBatches
 from mindsft.errors import MindsftError
 from mindsft.models.config import is_hf_config, load_config
 from mindsft.models.loading import load_model
-from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
+from mindsft.models.loss import nll_sum
 
 MAX_LOSS = 700.0  # from here on perplexity is reported as inf (exp overflows a float near 709.8)
 
@@ -38,23 +42,23 @@ class LossEvaluator:
         self.net = net
         self.nll = ms.jit(self._nll)
 
-    def _nll(self, input_ids, labels):
-        config = self.net.config
-        tokens, targets = shift_for_causal_lm(input_ids, labels)
-        return token_nll_sum(
-            self.net(tokens), targets, tokens, config.pad_token_id, config.ignore_token_id
-        )
+    def _nll(self, tokens, positions, segments, index, targets, chunks):
+        h = self.net.hidden(tokens, positions, segments, chunks)  # (B*T, D)
+        logits = self.net.selected_logits(h, index)  # (N, V)
+        return nll_sum(logits, targets, self.net.config.ignore_token_id)
 
     def __call__(self, batches, source) -> dict:
         """Token-weighted mean loss over `batches` (numpy {"input_ids", "labels"}:
-        int32 (B, T + 1)): {"loss", "perplexity", "tokens"}. No target token
-        surviving the loss mask is a one-line error naming `source` (the data)."""
+        int32 (B, T + 1), and "actual_seq_len" for packed rows): {"loss",
+        "perplexity", "tokens"}. No target token surviving the loss mask is a one-line
+        error naming `source` (the data)."""
+        pad, ignore = self.net.config.pad_token_id, self.net.config.ignore_token_id
         was_training = self.net.training
         self.net.set_train(False)
         total, count = 0.0, 0.0
         try:
             for batch in batches:
-                s, n = self.nll(ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"]))
+                s, n = self.nll(*step_batch(batch, pad, ignore).tensors())
                 total += float(s.asnumpy())
                 count += float(n.asnumpy())
         finally:
@@ -72,13 +76,15 @@ def evaluate_loss(net, batches, source) -> dict:
     return LossEvaluator(net)(batches, source)
 
 
-def check_seq_length(config_path, config, seq_length, dataset) -> None:
+def check_seq_length(config_path, config, seq_length, dataset, packed=False) -> None:
     """A MindFormers YAML's seq_length is the run's training length: the dataset must
-    match it. An HF config's is max_position_embeddings, a ceiling: shorter is fine."""
-    ceiling = is_hf_config(config_path)
+    match it. An HF config's is max_position_embeddings, a ceiling: shorter is fine,
+    except for a packed dataset, whose rows were packed for that one length."""
+    ceiling = is_hf_config(config_path) and not packed
     if seq_length > config.seq_length or (not ceiling and seq_length != config.seq_length):
+        kind = "packed dataset seq_length" if packed else "seq_length"
         raise MindsftError(
-            f"{dataset}: seq_length {seq_length} does not match the config's seq_length "
+            f"{dataset}: {kind} {seq_length} does not match the config's seq_length "
             f"{config.seq_length} ({config_path})"
         )
 
@@ -89,7 +95,7 @@ def evaluate_checkpoint(config_path, checkpoint, dataset, batch_size=1, num_samp
     start = time.perf_counter()
     config = load_config(config_path)
     batches = MindRecordBatches(dataset, batch_size, drop_remainder=False, num_samples=num_samples)
-    check_seq_length(config_path, config, batches.seq_length, dataset)
+    check_seq_length(config_path, config, batches.seq_length, dataset, batches.packed)
     metrics = evaluate_loss(load_model(config, checkpoint), batches, dataset)
     return {
         **metrics,

@@ -9,14 +9,16 @@ broadcast to the shapes they meet (see `LlamaForCausalLM.expand_rope` and
 
 `Attention` has one entry point per way the model attends, each taking the mask
 that way needs: `construct` (T positions over themselves, one causal block),
-`halves` (the same at full length, in two query halves), `extend` (T new
-positions after a KV cache) and `decode` (one position into a fixed-size cache).
-The model chooses; nothing here inspects what kind of mask it was given."""
+`halves` (the same in two query halves), `chunked` (packed rows whose samples are
+short: each chunk of queries over its own and the previous chunk's keys), `extend`
+(T new positions after a KV cache) and `decode` (one position into a fixed-size
+cache). The model chooses; nothing here inspects what kind of mask it was given."""
 
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
+from mindsft.models.masks import pair_chunks
 from mindsft.models.rope import rotate_half_matrix
 
 
@@ -149,6 +151,28 @@ class Attention(nn.Cell):
         k = ops.where(slot, heads_first(k), keys)  # (B, n_kv, L, hd)
         v = ops.where(slot, heads_first(v), values)
         return self.attend(q, k, v, mask, batch, 1), k, v
+
+    def chunked(self, x, rope, mask, batch, seq, chunks):
+        """The T positions cut into `chunks` chunks of c; each chunk's queries attend
+        to the keys of the chunk before it and its own only (2c keys instead of up to
+        T): for packed rows where every query's sample starts no earlier than the
+        previous chunk (data/batch.py checks). x (B*T, D) -> (B*T, D); mask
+        (B, n_kv, n, G*c, 2c) (models/masks.py `chunked_mask`, tiled)."""
+        q, k, v = self.project(x, rope, batch, seq)
+        hd, group, n_kv, c = self.head_dim, self.group, self.n_kv, seq // chunks
+        q = ops.transpose(
+            q.reshape(batch, chunks, c, n_kv, group, hd), (0, 3, 1, 4, 2, 5)
+        )  # (B, n_kv, n, G, c, hd)
+        q = q.reshape(batch, n_kv, chunks, group * c, hd)
+        k = ops.transpose(
+            k.reshape(batch, chunks, c, n_kv, hd), (0, 3, 1, 2, 4)
+        )  # (B, n_kv, n, c, hd)
+        v = ops.transpose(v.reshape(batch, chunks, c, n_kv, hd), (0, 3, 1, 2, 4))
+        out, _ = self.core(q, pair_chunks(k, 2), pair_chunks(v, 2), mask)  # (B, n_kv, n, G*c, hd)
+        out = ops.transpose(
+            out.reshape(batch, n_kv, chunks, group, c, hd), (0, 2, 4, 1, 3, 5)
+        )  # (B, n, c, n_kv, G, hd)
+        return self.wo(out.reshape(batch * seq, self.n_heads * hd))
 
     def halves(self, x, rope, masks, batch, seq):
         """Causal attention in two query halves: the first half of the positions

@@ -15,11 +15,16 @@ from mindspore.common.initializer import Normal
 
 from mindsft.errors import MindsftError
 from mindsft.models.attention import Attention, dense
+from mindsft.models.masks import MASK_VALUE, causal_rows, chunked_mask
 from mindsft.models.norm import RMSNorm
 from mindsft.models.rope import rope_tables
 
-MASK_VALUE = -1e9  # additive mask for future positions; exp() of it is exactly 0 in float32
 HALVES_MIN = 64  # shortest half-sequence for which attention splits into two query halves
+
+
+def in_halves(seq: int) -> bool:
+    """Whether T positions attend in two query halves (see Attention.halves)."""
+    return seq % 2 == 0 and seq // 2 >= HALVES_MIN
 
 
 class FeedForward(nn.Cell):
@@ -52,8 +57,13 @@ class DecoderLayer(nn.Cell):
         return self.feed(x, self.attention(self.attention_norm(x), rope, mask, batch, seq))
 
     def halves(self, x, rope, masks, batch, seq):
-        """The same at full length, attention in two query halves (see Attention.halves)."""
+        """The same, attention in two query halves (see Attention.halves)."""
         return self.feed(x, self.attention.halves(self.attention_norm(x), rope, masks, batch, seq))
+
+    def chunked(self, x, rope, mask, batch, seq, chunks):
+        """The same, attention over pairs of chunks (see Attention.chunked)."""
+        a = self.attention.chunked(self.attention_norm(x), rope, mask, batch, seq, chunks)
+        return self.feed(x, a)
 
     def extend(self, x, rope, mask, batch, seq, past_k, past_v):
         """T new positions after a KV cache (see Attention.extend): (out, keys, values)."""
@@ -142,12 +152,12 @@ class LlamaForCausalLM(nn.Cell):
         self.scale = 1.0 / math.sqrt(config.head_dim)  # folded into the q rotary tables
         if not self.tied:
             self.lm_head = dense(config.hidden_size, config.vocab_size)
-        self.project = OutputProjection()
+        self.output = OutputProjection()
         causal = np.triu(np.full((config.seq_length, config.seq_length), MASK_VALUE, np.float32), 1)
         self.causal_mask = ms.Tensor(causal)  # (P, P)
         # causal attention at full length in two query halves (see Attention.halves)
         half = config.seq_length // 2
-        self.split_halves = config.seq_length % 2 == 0 and half >= HALVES_MIN
+        self.split_halves = in_halves(config.seq_length)
         self.causal_halves = (ms.Tensor(causal[:half, :half]), ms.Tensor(causal[half:]))
         self.set_positions(config.seq_length)
         self.apply_compute_dtype()
@@ -168,8 +178,8 @@ class LlamaForCausalLM(nn.Cell):
             if isinstance(cell, nn.Dense):
                 cell.to_float(self.dtype)
 
-    def logits(self, h, batch, seq):
-        """Final norm and output projection: h (B*T, D) -> float32 logits (B, T, V)."""
+    def project(self, h):
+        """Final norm and output projection: h (N, D) -> float32 logits (N, V)."""
         h = self.model.norm_out(h)
         if not self.tied and not isinstance(self.lm_head, nn.Dense):  # LoRA-wrapped
             out = self.lm_head(h)
@@ -177,10 +187,20 @@ class LlamaForCausalLM(nn.Cell):
             weight = (
                 self.model.tok_embeddings.embedding_weight if self.tied else self.lm_head.weight
             )
-            out = self.project(h, weight if self.dtype == ms.float32 else weight.astype(self.dtype))
-        if self.dtype != ms.float32:
-            out = out.astype(ms.float32)
-        return out.reshape(batch, seq, -1)
+            out = self.output(h, weight if self.dtype == ms.float32 else weight.astype(self.dtype))
+        return out if self.dtype == ms.float32 else out.astype(ms.float32)
+
+    def logits(self, h, batch, seq):
+        """Final norm and output projection: h (B*T, D) -> float32 logits (B, T, V)."""
+        return self.project(h).reshape(batch, seq, -1)
+
+    def selected_logits(self, h, index):
+        """Logits at the rows `index` (N,) of h (B*T, D) only: float32 (N, V). The
+        norm and the projection run on those rows alone, except through a LoRA-wrapped
+        output layer, whose dropout mask has a row per position."""
+        if self.tied or isinstance(self.lm_head, nn.Dense):
+            return self.project(ops.gather(h, index, 0))  # (N, D) -> (N, V)
+        return ops.gather(self.project(h), index, 0)
 
     def embed(self, input_ids):
         """input_ids (B, T) -> hidden states (B*T, D) in the compute dtype."""
@@ -190,46 +210,88 @@ class LlamaForCausalLM(nn.Cell):
     def expand_rope(self, cos, sin, batch):
         """Broadcast the rotary tables, once per forward, to the shapes every layer meets,
         so the layers' elementwise ops are same-shape (MindSpore's PyNative CPU kernels
-        run much slower when they broadcast). cos/sin (T, 1, hd) -> (cos_q, sin_q,
-        cos_k, sin_k): (B, T, H, hd) with 1/sqrt(hd) folded in for q, (B, T, n_kv, hd)
-        for k."""
+        run much slower when they broadcast). cos/sin (T, 1, hd), the same for every
+        row, or (B, T, 1, hd) -> (cos_q, sin_q, cos_k, sin_k): (B, T, H, hd) with
+        1/sqrt(hd) folded in for q, (B, T, n_kv, hd) for k."""
         heads, n_kv = self.config.num_heads, self.config.n_kv_heads
-        cos, sin = ops.expand_dims(cos, 0), ops.expand_dims(sin, 0)  # (1, T, 1, hd)
+        rows = 1
+        if cos.ndim == 3:
+            cos, sin, rows = (
+                ops.expand_dims(cos, 0),
+                ops.expand_dims(sin, 0),
+                batch,
+            )  # (1, T, 1, hd)
         return (
-            ops.tile(cos * self.scale, (batch, 1, heads, 1)),
-            ops.tile(sin * self.scale, (batch, 1, heads, 1)),
-            ops.tile(cos, (batch, 1, n_kv, 1)),
-            ops.tile(sin, (batch, 1, n_kv, 1)),
+            ops.tile(cos * self.scale, (rows, 1, heads, 1)),
+            ops.tile(sin * self.scale, (rows, 1, heads, 1)),
+            ops.tile(cos, (rows, 1, n_kv, 1)),
+            ops.tile(sin, (rows, 1, n_kv, 1)),
         )
 
     def expand_mask(self, mask, batch):
-        """An additive mask (T, S) -> (B, n_kv, G*T, S), the row block repeated for each
-        query head of a group (broadcast once per forward, as `expand_rope`)."""
-        return ops.tile(mask, (batch, self.config.n_kv_heads, self.group, 1))
+        """An additive mask (T, S), the same for every row, or (B, T, S) ->
+        (B, n_kv, G*T, S); a chunked one (B, n, c, 2c) -> (B, n_kv, n, G*c, 2c): the
+        query rows repeated for each query head of a group (broadcast once per
+        forward, as `expand_rope`)."""
+        n_kv = self.config.n_kv_heads
+        if mask.ndim == 2:
+            return ops.tile(mask, (batch, n_kv, self.group, 1))
+        mask = ops.expand_dims(mask, 1)  # (B, 1, ...)
+        return ops.tile(mask, (1, n_kv) + (1,) * (mask.ndim - 4) + (self.group, 1))
 
-    def construct(self, input_ids):
+    def rope(self, positions, batch, seq):
+        """The expanded rotary tables (see `expand_rope`) of `positions` (B, T), or of
+        0..T-1 in every row when None."""
+        cos, sin = self.rope_cos, self.rope_sin  # (P, 1, hd)
+        if positions is not None:
+            at = positions.reshape(-1)
+            shape = (batch, seq, 1, self.config.head_dim)
+            return self.expand_rope(
+                ops.gather(cos, at, 0).reshape(shape), ops.gather(sin, at, 0).reshape(shape), batch
+            )
+        # slice only when shorter: MindSpore's CPU StridedSlice is slow on full-size tables
+        if seq < cos.shape[0]:
+            cos, sin = cos[:seq], sin[:seq]
+        return self.expand_rope(cos, sin, batch)
+
+    def hidden(self, input_ids, positions=None, segments=None, chunks=0):
+        """The decoder stack: input_ids (B, T) -> hidden states (B*T, D) before the
+        final norm. `positions` (B, T): rotary positions (None: 0..T-1 in every row).
+        `segments` (B, T): sample numbers; a token attends to the earlier tokens of its
+        own sample only (None: to every earlier token of its row). `chunks` > 0: each
+        of that many chunks attends over itself and the chunk before it only (every
+        sample must start no earlier than the chunk before its tokens')."""
         batch, seq = input_ids.shape
         if seq > self.max_positions:
             raise ValueError("input longer than the model's rotary tables (config seq_length)")
         h = self.embed(input_ids)  # (B*T, D)
-        # slice only when shorter: MindSpore's CPU StridedSlice is slow on full-size tables
-        cos, sin = self.rope_cos, self.rope_sin
-        if seq < cos.shape[0]:
-            cos, sin = cos[:seq], sin[:seq]
-        rope = self.expand_rope(cos, sin, batch)
-        if self.split_halves and seq >= self.causal_mask.shape[0]:
-            first, second = self.causal_halves
+        rope = self.rope(positions, batch, seq)
+        if chunks:
+            mask = self.expand_mask(chunked_mask(segments, chunks), batch)
+            for layer in self.model.layers:
+                h = layer.chunked(h, rope, mask, batch, seq, chunks)
+            return h
+        full = segments is None and seq == self.causal_mask.shape[0]  # the prebuilt masks fit
+        if in_halves(seq):
+            half = seq // 2
+            if full:
+                first, second = self.causal_halves
+            else:
+                first = causal_rows(segments, 0, half, half)
+                second = causal_rows(segments, half, half, seq)
             masks = (self.expand_mask(first, batch), self.expand_mask(second, batch))
             for layer in self.model.layers:
                 h = layer.halves(h, rope, masks, batch, seq)
-        else:
-            mask = self.causal_mask
-            if seq < mask.shape[0]:
-                mask = mask[:seq, :seq]
-            mask = self.expand_mask(mask, batch)
-            for layer in self.model.layers:
-                h = layer(h, rope, mask, batch, seq)
-        return self.logits(h, batch, seq)
+            return h
+        mask = self.causal_mask if full else causal_rows(segments, 0, seq, seq)
+        mask = self.expand_mask(mask, batch)
+        for layer in self.model.layers:
+            h = layer(h, rope, mask, batch, seq)
+        return h
+
+    def construct(self, input_ids):
+        batch, seq = input_ids.shape
+        return self.logits(self.hidden(input_ids), batch, seq)
 
     def forward_cached(self, input_ids, cache=None):
         """Incremental forward for decoding (PyNative): `input_ids` (B, T) follow the

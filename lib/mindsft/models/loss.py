@@ -12,20 +12,22 @@ def shift_for_causal_lm(input_ids, labels):
     return input_ids[:, :-1], labels[:, 1:]
 
 
-def token_nll_sum(logits, targets, tokens, pad_token_id=0, ignore_index=-100):
-    """Sum of per-token negative log-likelihoods over the loss mask, in float32, and
-    the number of tokens in the mask (a float32 scalar). Differentiable.
+def nll_sum(logits, targets, ignore_index=-100):
+    """Sum of the negative log-likelihoods of the targets that are not `ignore_index`,
+    in float32, and their number (a float32 scalar). Differentiable.
 
-    logits: (B, T, V); targets, tokens: int32 (B, T). Mean loss = sum / count."""
-    vocab = logits.shape[-1]
-    logits = logits.reshape(-1, vocab)  # (N, V)
+    logits: (N, V); targets: int32 (N,). Mean loss = sum / count."""
     if logits.dtype != ms.float32:
         logits = logits.astype(ms.float32)
-    targets = targets.reshape(-1)
-    mask = ops.logical_and(targets != ignore_index, tokens.reshape(-1) != pad_token_id).astype(
-        ms.float32
-    )
+    mask = (targets != ignore_index).astype(ms.float32)
     safe = ops.where(targets == ignore_index, ops.zeros_like(targets), targets)  # any valid index
     logp = ops.log_softmax(logits, -1)  # (N, V)
     picked = ops.gather_elements(logp, 1, safe.reshape(-1, 1)).reshape(-1)  # (N,)
     return -(picked * mask).sum(), mask.sum()
+
+
+def token_nll_sum(logits, targets, tokens, pad_token_id=0, ignore_index=-100):
+    """`nll_sum` over every position, a target also masked where its input token is
+    the pad id. logits: (B, T, V); targets, tokens: int32 (B, T)."""
+    targets = ops.where(tokens == pad_token_id, ops.full_like(targets, ignore_index), targets)
+    return nll_sum(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index)

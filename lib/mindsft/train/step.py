@@ -6,12 +6,17 @@ are taken over every micro-batch of the step on every worker. Gradients of the
 sums are accumulated and all-reduced, then divided by the global count, so a
 step over k micro-batches on n workers updates exactly as one batch k*n times
 larger would (up to float summation order).
+
+A micro-batch arrives as `StepBatch.tensors()` (data/batch.py): tokens cut to a
+bucketed length, rotary positions and sample numbers for packed rows (None for
+padded ones), and the trained positions with their targets; the output projection
+and the loss run on those positions only.
 """
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, ops
 
-from mindsft.models.loss import shift_for_causal_lm, token_nll_sum
+from mindsft.models.loss import nll_sum
 
 
 def squared_sum(g):
@@ -23,12 +28,14 @@ def squared_sum(g):
 
 
 class TrainStep:
-    """Callables `fused(input_ids, labels, masks, lr, votes)` (one micro-batch per
-    step) and `micro(input_ids, labels, masks)` + `apply(lr, votes)` (gradient
-    accumulation); each step returns (loss_sum, token_count, grad_norm, votes) as
-    float32 tensors, `votes` (a float32 vector: the stop signals this worker has
-    received) summed over the workers, so every worker learns the same step
-    that a stop was asked for, with no collective of its own.
+    """Callables `fused(*batch, masks, lr, votes)` (one micro-batch per step) and
+    `micro(*batch, masks)` + `apply(lr, votes)` (gradient accumulation), `batch` the
+    `StepBatch.tensors()` tuple, passed as separate arguments (a tuple argument is a
+    graph constant: the step would recompile for every batch); each step returns
+    (loss_sum, token_count, grad_norm, votes) as float32 tensors, `votes` (a float32
+    vector: the stop signals this worker has received) summed over the workers, so
+    every worker learns the same step that a stop was asked for, with no collective
+    of its own.
 
     `masks` (a tuple of bool tensors from `LoraDropout.masks`, empty without LoRA
     dropout) is written into the `dropout_masks` Parameters (`LoraDropout.parameters`)
@@ -41,7 +48,6 @@ class TrainStep:
         optimizer,
         params,
         *,
-        pad_token_id=0,
         ignore_index=-100,
         max_grad_norm=None,
         world_size=1,
@@ -50,7 +56,7 @@ class TrainStep:
         jit=True,
     ):
         self.net, self.optimizer, self.params = net, optimizer, list(params)
-        self.pad, self.ignore = pad_token_id, ignore_index
+        self.ignore = ignore_index
         self.max_grad_norm = max_grad_norm
         self.dropout_masks = tuple(dropout_masks)
         self.all_reduce = ops.AllReduce() if world_size > 1 else None
@@ -70,10 +76,10 @@ class TrainStep:
         self.micro = wrap(self._micro)
         self.apply = wrap(self._apply)
 
-    def _loss_sum(self, input_ids, labels):
-        tokens, targets = shift_for_causal_lm(input_ids, labels)  # (B, T)
-        logits = self.net(tokens)  # (B, T, V)
-        return token_nll_sum(logits, targets, tokens, self.pad, self.ignore)
+    def _loss_sum(self, tokens, positions, segments, index, targets, chunks):
+        h = self.net.hidden(tokens, positions, segments, chunks)  # (B*T, D)
+        logits = self.net.selected_logits(h, index)  # (N, V)
+        return nll_sum(logits, targets, self.ignore)
 
     def _finish(self, grads, loss_sum, count, lr, votes):
         """All-reduce, normalise by the global token count, clip, update. The loss
@@ -99,14 +105,14 @@ class TrainStep:
         for param, mask in zip(self.dropout_masks, masks):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign(param, mask)
 
-    def _fused(self, input_ids, labels, masks, lr, votes):
+    def _fused(self, tokens, positions, segments, index, targets, chunks, masks, lr, votes):
         self._set_masks(masks)
-        (loss_sum, count), grads = self.grad_fn(input_ids, labels)
+        (loss_sum, count), grads = self.grad_fn(tokens, positions, segments, index, targets, chunks)
         return self._finish(grads, loss_sum, count, lr, votes)
 
-    def _micro(self, input_ids, labels, masks):
+    def _micro(self, tokens, positions, segments, index, targets, chunks, masks):
         self._set_masks(masks)
-        (loss_sum, count), grads = self.grad_fn(input_ids, labels)
+        (loss_sum, count), grads = self.grad_fn(tokens, positions, segments, index, targets, chunks)
         for acc, g in zip(self.acc, grads):  # noqa: B905 (graph mode has no zip strict=)
             ops.assign_add(acc, ops.cast(g, ms.float32))
         ops.assign_add(self.acc_loss, loss_sum)

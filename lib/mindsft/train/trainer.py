@@ -33,6 +33,7 @@ import mindspore as ms
 import numpy as np
 
 from mindsft.atomic import cannot_write
+from mindsft.data.batch import step_batch
 from mindsft.data.reader import MindRecordBatches, require_kind
 from mindsft.errors import MindsftError
 from mindsft.inference.evaluate import LossEvaluator, check_seq_length
@@ -167,8 +168,9 @@ class Trainer:
             self.paths.train_dataset, self.batches.kind, dataset_kind(mode), f"run_mode {mode}"
         )
         if self.batches.seq_length != self.model_config.seq_length:
+            packed = "packed " if self.batches.packed else ""
             raise MindsftError(
-                f"{self.paths.train_dataset}: dataset seq_length {self.batches.seq_length} "
+                f"{self.paths.train_dataset}: {packed}dataset seq_length {self.batches.seq_length} "
                 "differs from "
                 f"the config's seq_length {self.model_config.seq_length} ({self.cfg.source})"
             )
@@ -209,7 +211,9 @@ class Trainer:
                 drop_remainder=False,
                 num_samples=tc.num_samples,
             )
-            check_seq_length(source, self.model_config, batches.seq_length, batches.path)
+            check_seq_length(
+                source, self.model_config, batches.seq_length, batches.path, batches.packed
+            )
             self.eval_batches = batches
 
     def _setup_model(self) -> None:
@@ -254,7 +258,6 @@ class Trainer:
             self.net,
             self.optimizer,
             self.params,
-            pad_token_id=self.model_config.pad_token_id,
             ignore_index=self.model_config.ignore_token_id,
             max_grad_norm=tc.max_grad_norm,
             world_size=self.world,
@@ -375,7 +378,8 @@ class Trainer:
         lr = learning_rate(self.cfg.schedule, gstep, self.total_steps)
         t_step = time.perf_counter()
         loss_sum, count, norm, votes = self._one_step(batches, gstep, lr)
-        loss = float(loss_sum.asnumpy()) / max(float(count.asnumpy()), 1.0)
+        trained = float(count.asnumpy())
+        loss = float(loss_sum.asnumpy()) / max(trained, 1.0)
         grad_norm = float(norm.asnumpy())
         for what, value in (("loss", loss), ("gradient norm", grad_norm)):
             if not math.isfinite(value):
@@ -389,6 +393,7 @@ class Trainer:
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens": tokens,
+            "trained_tokens": int(trained),
             "tokens_per_s": tokens / (time.perf_counter() - t_step),
             "elapsed": time.perf_counter() - t0,
         }
@@ -398,14 +403,34 @@ class Trainer:
         accum = self.cfg.train.gradient_accumulation_steps
         lr_t = ms.Tensor(lr, ms.float32)
         votes = ms.Tensor(self.stop_votes())
+        mc = self.model_config
         for j in range(accum):
-            batch = next(batches)
-            masks = self.dropout.masks(gstep, j)
-            ids, labels = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["labels"])
+            batch = step_batch(next(batches), mc.pad_token_id, mc.ignore_token_id)
+            masks = self._cut_masks(self.dropout.masks(gstep, j), batch.tokens.shape[1])
             if accum == 1:
-                return self.step_fn.fused(ids, labels, masks, lr_t, votes)
-            self.step_fn.micro(ids, labels, masks)
+                return self.step_fn.fused(*batch.tensors(), masks, lr_t, votes)
+            self.step_fn.micro(*batch.tensors(), masks)
         return self.step_fn.apply(lr_t, votes)
+
+    def _cut_masks(self, masks, length: int):
+        """The LoRA dropout masks of a micro-batch cut to `length` positions: they are
+        drawn for whole rows, (B * seq_length, in), and each row keeps its first
+        `length` positions' masks, so a position's mask does not depend on the cut. The
+        mask Parameters take the cut shape, (B * length, in)."""
+        if not masks:
+            return masks
+        seq, rows = self.batches.seq_length, self.cfg.train.batch_size
+        cut = []
+        for param, mask in zip(self.dropout.parameters, masks, strict=True):
+            width = mask.shape[-1]
+            if param.shape[0] != rows * length:
+                param.set_data(ms.Tensor(np.ones((rows * length, width), np.bool_)))
+            if length != seq:
+                mask = ms.Tensor(
+                    mask.asnumpy().reshape(rows, seq, width)[:, :length].reshape(-1, width)
+                )
+            cut.append(mask)
+        return ms.mutable(tuple(cut))
 
     def _record(self, record: dict, log, bar, after_step) -> None:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the

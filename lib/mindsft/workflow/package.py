@@ -7,10 +7,13 @@ from mindsft.atomic import atomic_output
 from mindsft.workflow.provenance import write_manifest
 
 
-def package_run(*, run, train_dir, config, base_checkpoint, tokenizer, out_dir, provenance) -> None:
+def package_run(
+    *, run, train_dir, config, base_checkpoint, tokenizer, out_dir, provenance, packing=False
+) -> None:
     """Write results/{run}/ckpt whole: model.ckpt (LoRA merged into the base, or
     rank 0's weights of a full run, checked equal on every rank), finetune.yaml,
-    tokenizer.model and manifest.json (sha256 of every input and output)."""
+    tokenizer.model and manifest.json (sha256 of every input and output; `pet_type`,
+    and `packing`: whether the run trained on packed rows)."""
     from mindsft.train.config import load_finetune_config
     from mindsft.train.merge import merge_lora_checkpoint
 
@@ -30,5 +33,5 @@ def package_run(*, run, train_dir, config, base_checkpoint, tokenizer, out_dir, 
                 **provenance,
             },
             outputs={name: tmp / name for name in ("model.ckpt", "finetune.yaml")},
-            extra={"pet_type": "lora" if cfg.lora else "full"},
+            extra={"pet_type": "lora" if cfg.lora else "full", "packing": bool(packing)},
         )
