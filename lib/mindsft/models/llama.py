@@ -48,12 +48,13 @@ class DecoderLayer(nn.Cell):
         self.feed_forward = FeedForward(config)
 
     def construct(self, x, rope, mask, batch, seq):
-        """T positions over themselves in one causal block: x (B*T, D) -> (B*T, D)."""
-        return self.feed(x, self.attention(self.attention_norm(x), rope, mask, batch, seq))
-
-    def halves(self, x, rope, masks, batch, seq):
-        """The same at full length, attention in two query halves (see Attention.halves)."""
-        return self.feed(x, self.attention.halves(self.attention_norm(x), rope, masks, batch, seq))
+        """T positions over themselves: x (B*T, D) -> (B*T, D). `mask` is one causal
+        block, or at full length the pair of blocks of the two query halves (see
+        Attention.halves): one entry point, so Cell.recompute() covers both."""
+        h = self.attention_norm(x)
+        if isinstance(mask, tuple):
+            return self.feed(x, self.attention.halves(h, rope, mask, batch, seq))
+        return self.feed(x, self.attention(h, rope, mask, batch, seq))
 
     def extend(self, x, rope, mask, batch, seq, past_k, past_v):
         """T new positions after a KV cache (see Attention.extend): (out, keys, values)."""
@@ -168,6 +169,17 @@ class LlamaForCausalLM(nn.Cell):
             if isinstance(cell, nn.Dense):
                 cell.to_float(self.dtype)
 
+    def recompute_layers(self):
+        """Recompute each decoder layer's activations in the backward pass instead of
+        keeping them (MindFormers' recompute_config.recompute), with MindSpore's own
+        Cell.recompute(): a compiled step marks the layers' ops for its recompute
+        pass, PyNative re-runs each layer's forward. A layer's input is kept; so are
+        the attention core's inputs and outputs (q, k, v, the output and the
+        probabilities) in a compiled step, because its hand-written backward
+        (ScaledDotProduct.bprop) is not a gradient node to that pass."""
+        for layer in self.model.layers:
+            layer.recompute()
+
     def logits(self, h, batch, seq):
         """Final norm and output projection: h (B*T, D) -> float32 logits (B, T, V)."""
         h = self.model.norm_out(h)
@@ -221,7 +233,7 @@ class LlamaForCausalLM(nn.Cell):
             first, second = self.causal_halves
             masks = (self.expand_mask(first, batch), self.expand_mask(second, batch))
             for layer in self.model.layers:
-                h = layer.halves(h, rope, masks, batch, seq)
+                h = layer(h, rope, masks, batch, seq)
         else:
             mask = self.causal_mask
             if seq < mask.shape[0]:

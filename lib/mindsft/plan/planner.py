@@ -90,7 +90,7 @@ def base_step(finetune: FinetuneConfig, settings: RunSettings, source: str, **ov
         finetune.lora,
         batch_size=_positive(batch, f"{source}: runner_config.batch_size"),
         seq_length=seq,
-        recompute=settings.recompute if recompute is None else recompute,
+        recompute=finetune.recompute if recompute is None else recompute,
         accumulation=finetune.train.gradient_accumulation_steps,
         shard_threshold=settings.parallel_optimizer_threshold,
         backend=backend_for(settings.device_target),
@@ -119,7 +119,7 @@ def yaml_notes(finetune: FinetuneConfig, settings: RunSettings) -> list:
         notes.append("parallel.enable_parallel_optimizer=True (MindSpore's optimizer sharding)")
     if finetune.model_config.get("use_flash_attention"):
         notes.append("model_config.use_flash_attention=True (no (B, H, T, T) tensors)")
-    return notes + settings.not_implemented
+    return notes + finetune.recompute_not_implemented
 
 
 def make_plan(path, devices=None, device_memory=None, **overrides) -> Plan:

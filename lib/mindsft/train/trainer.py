@@ -181,6 +181,8 @@ class Trainer:
             inject_lora(self.net, cfg.lora, seed=tc.seed)
             freeze_base(self.net)
             self.net.apply_compute_dtype()
+        if cfg.recompute:  # after LoRA: the wrapped layers must be inside the recompute
+            self.net.recompute_layers()
         self.net.set_train(True)
         self.params = self.net.trainable_params()
         self.dropout = LoraDropout(
