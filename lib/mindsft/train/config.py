@@ -293,6 +293,10 @@ class RunConfig:
     """metric.type: what eval computes."""
     vocab_file: str = ""
     """processor.tokenizer.vocab_file: the SentencePiece model predict decodes with."""
+    device_memory: str = ""
+    """--device_memory: memory per device (64GB, ...); empty: context.max_device_memory."""
+    check_memory: bool = True
+    """--check_memory False: start even when the memory plan says the run does not fit."""
 
 
 @dataclass

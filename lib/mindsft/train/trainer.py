@@ -32,6 +32,7 @@ from mindsft.models.loading import load_weights, read_checkpoint
 from mindsft.pet.config import LORA_ALPHA_RECORD
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
+from mindsft.plan.launch import check_launch
 from mindsft.progress import progress_bar
 from mindsft.train import checkpoint
 from mindsft.train.checkpoint import RunCheckpoints
@@ -103,6 +104,8 @@ class Trainer:
         self.model_config = LlamaConfig.from_mindformers(
             cfg.model_config, where=f"{cfg.source}: model_config"
         )
+        target = ms.get_context("device_target")
+        self.plan = check_launch(cfg, self.world, target, self.rank, self.say)  # may refuse
         self._setup_data()
         self._setup_eval()
         self._setup_model()
