@@ -73,10 +73,16 @@ def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) ->
 
 def blocks(chunks, size: int):
     """Re-cut a stream of bytes-likes into blocks of exactly `size` bytes (the last
-    one shorter): a tensor stored in several records breaks anywhere."""
+    one shorter): a tensor stored in several records breaks anywhere. Chunks that
+    already are whole blocks pass without a copy."""
     pending = bytearray()
     for chunk in chunks:
-        pending += chunk
+        view = memoryview(chunk).cast("B")
+        if not pending:
+            whole = len(view) - len(view) % size
+            yield from (view[i : i + size] for i in range(0, whole, size))
+            view = view[whole:]
+        pending += view
         while len(pending) >= size:
             yield bytes(pending[:size])
             del pending[:size]
@@ -96,10 +102,10 @@ def merged_rows(base: raw.FileTensor, a: raw.FileTensor, b: raw.FileTensor, scal
     delta = _float32(b) @ _float32(a)  # (out, in)
     delta *= np.float32(scaling)
     columns = delta.shape[1]
-    row_bytes = columns * raw.itemsize(base.dtype)
-    rows = max(1, raw.CHUNK_BYTES // row_bytes)
+    rows = max(1, raw.CHUNK_BYTES // (16 * columns))  # float32 blocks of a quarter chunk
+    size = rows * columns * raw.itemsize(base.dtype)
     start = 0
-    for block in blocks(base.chunks(), rows * row_bytes):
+    for block in blocks(base.chunks(size), size):
         w32 = np.frombuffer(raw.convert_chunk(block, base.dtype, "F32"), np.float32)
         w32 = w32.reshape(-1, columns)  # (rows, in)
         merged = w32 + delta[start : start + len(w32)]
