@@ -1,7 +1,8 @@
 """The memory plan against real CPU fine-tunes: `mindsft plan`'s per-device
 estimate beside the peak RSS `mindsft finetune` reaches, row by row.
 
-    .venv/bin/python bench/memory.py [--steps 2] [--rows 256,512,1024] [--keep DIR]
+    .venv/bin/python bench/memory.py [--steps 2] [--rows 256,512,1024] [--seqs 256,512]
+                                     [--recompute both|off|on] [--keep DIR]
 
 Each row is a real run (a subprocess, one at a time) on generated data: a
 random-weight base checkpoint with MindFormers' names, a MindRecord of random
@@ -9,7 +10,7 @@ token rows (a quarter of each row's labels masked) and a MindFormers-shaped
 YAML (`context.device_target: CPU`, so the plan uses its CPU factors). Rows:
 hidden 256/512/1024 (head size 64), 4 layers, vocab 32000, batch 2, seq 256
 and 512, LoRA (rank 16 on wq/wk/wv/wo, dropout 0.05, as MindFormers' YAML) and
-full fine-tuning.
+full fine-tuning, each without and with recompute (`recompute_config.recompute`).
 
 What is measured is the peak RSS of the training steps: the child's high-water
 mark is reset (/proc/PID/clear_refs) when its loss log appears, just before the
@@ -65,7 +66,7 @@ class Row:
     @property
     def name(self) -> str:
         mode = "lora" if self.lora else "full"
-        return f"hidden {self.hidden} seq {self.seq} {mode}"
+        return f"hidden {self.hidden} seq {self.seq} {mode}{' recompute' if self.recompute else ''}"
 
     def baseline(self) -> "Row":
         """The same structure with tiny widths."""
@@ -203,17 +204,30 @@ def machine() -> str:
     return f"cpus {os.cpu_count()}, load average {load}, available memory {free:.1f} GiB"
 
 
-def rows_for(hiddens) -> list:
-    return [Row(h, s, lora) for h in hiddens for s in (256, 512) for lora in (True, False)]
+RECOMPUTE = {"both": (False, True), "off": (False,), "on": (True,)}
+
+
+def rows_for(hiddens, seqs=(256, 512), recompute=(False, True)) -> list:
+    return [
+        Row(h, s, lora, recompute=r)
+        for h in hiddens
+        for s in seqs
+        for lora in (True, False)
+        for r in recompute
+    ]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2, help="training steps measured per run")
     parser.add_argument("--rows", default="256,512,1024", help="hidden sizes to run")
+    parser.add_argument("--seqs", default="256,512", help="sequence lengths to run")
+    parser.add_argument("--recompute", choices=RECOMPUTE, default="both", help="rows to run")
     parser.add_argument("--keep", type=Path, help="keep the generated files here")
     args = parser.parse_args(argv)
-    rows = rows_for(int(h) for h in args.rows.split(","))
+    hiddens = [int(h) for h in args.rows.split(",")]
+    seqs = [int(s) for s in args.seqs.split(",")]
+    rows = rows_for(hiddens, seqs, RECOMPUTE[args.recompute])
     print(f"start: {machine()}", flush=True)
     work = args.keep or Path(tempfile.mkdtemp(prefix="mindsft-bench-memory-"))
     try:

@@ -107,6 +107,12 @@ def run_setting(key):
     return get
 
 
+def run_devices(wildcards):
+    """Params function: the run's data-parallel devices, workers x nodes."""
+    run = RUNS[wildcards.run]
+    return run["workers"] * run["nodes"]
+
+
 def job_model(wildcards):
     """The model a job works on: its {model}, or the model of its {run}."""
     if "model" in wildcards.keys():
@@ -213,6 +219,7 @@ def run_targets(run):
         f"results/report/{run}/loss.png",
         f"results/report/{run}/eval.png",
         f"results/report/{run}/samples.html",
+        f"results/report/{run}/plan.html",
     ]
 
 

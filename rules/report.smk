@@ -24,6 +24,33 @@ rule plot_loss:
         "../workflow/scripts/plot_loss.py"
 
 
+rule plan:
+    input:
+        "results/{run}/finetune.yaml",
+    output:
+        json="results/{run}/plan.json",
+        text="results/{run}/plan.txt",
+        table=report(
+            "results/report/{run}/plan.html",
+            caption="../workflow/report/plan.rst",
+            category="{run}",
+            subcategory="memory plan",
+        ),
+    log:
+        "logs/plan/{run}.log",
+    benchmark:
+        "benchmarks/plan/{run}.tsv"
+    params:
+        devices=run_devices,
+        seq_length=run_setting("seq_length"),
+        code=code("plan"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plan.py"
+
+
 rule plot_eval:
     input:
         base=run_base_metrics,

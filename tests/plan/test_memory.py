@@ -69,7 +69,7 @@ def test_the_two_query_halves_rule_is_the_models():
 def test_recompute_lowers_activations_and_the_peak(full_7b, lora_7b):
     for step in (full_7b, lora_7b):
         b = plan_step(step)
-        assert b.activations["with recompute"] < b.activations["without recompute"] / 4
+        assert b.activations["with recompute"] < 0.7 * b.activations["without recompute"]
         assert plan_step(step.with_(recompute=True)).total < b.total
 
 

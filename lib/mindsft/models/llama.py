@@ -52,17 +52,18 @@ class DecoderLayer(nn.Cell):
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.feed_forward = FeedForward(config)
 
-    def construct(self, x, rope, mask, batch, seq):
-        """T positions over themselves in one causal block: x (B*T, D) -> (B*T, D)."""
-        return self.feed(x, self.attention(self.attention_norm(x), rope, mask, batch, seq))
-
-    def halves(self, x, rope, masks, batch, seq):
-        """The same, attention in two query halves (see Attention.halves)."""
-        return self.feed(x, self.attention.halves(self.attention_norm(x), rope, masks, batch, seq))
-
-    def chunked(self, x, rope, mask, batch, seq, chunks):
-        """The same, attention over pairs of chunks (see Attention.chunked)."""
-        a = self.attention.chunked(self.attention_norm(x), rope, mask, batch, seq, chunks)
+    def construct(self, x, rope, mask, batch, seq, chunks=0):
+        """T positions over themselves: x (B*T, D) -> (B*T, D). `mask` is one causal
+        block; at full length the pair of blocks of the two query halves (see
+        Attention.halves); with `chunks` > 0 the chunked mask (see Attention.chunked).
+        One entry point, so Cell.recompute() covers all three."""
+        h = self.attention_norm(x)
+        if chunks:
+            a = self.attention.chunked(h, rope, mask, batch, seq, chunks)
+        elif isinstance(mask, tuple):
+            a = self.attention.halves(h, rope, mask, batch, seq)
+        else:
+            a = self.attention(h, rope, mask, batch, seq)
         return self.feed(x, a)
 
     def extend(self, x, rope, mask, batch, seq, past_k, past_v):
@@ -178,6 +179,17 @@ class LlamaForCausalLM(nn.Cell):
             if isinstance(cell, nn.Dense):
                 cell.to_float(self.dtype)
 
+    def recompute_layers(self):
+        """Recompute each decoder layer's activations in the backward pass instead of
+        keeping them (MindFormers' recompute_config.recompute), with MindSpore's own
+        Cell.recompute(): a compiled step marks the layers' ops for its recompute
+        pass, PyNative re-runs each layer's forward. A layer's input is kept; so are
+        the attention core's inputs and outputs (q, k, v, the output and the
+        probabilities) in a compiled step, because its hand-written backward
+        (ScaledDotProduct.bprop) is not a gradient node to that pass."""
+        for layer in self.model.layers:
+            layer.recompute()
+
     def project(self, h):
         """Final norm and output projection: h (N, D) -> float32 logits (N, V)."""
         h = self.model.norm_out(h)
@@ -269,7 +281,7 @@ class LlamaForCausalLM(nn.Cell):
         if chunks:
             mask = self.expand_mask(chunked_mask(segments, chunks), batch)
             for layer in self.model.layers:
-                h = layer.chunked(h, rope, mask, batch, seq, chunks)
+                h = layer(h, rope, mask, batch, seq, chunks)
             return h
         full = segments is None and seq == self.causal_mask.shape[0]  # the prebuilt masks fit
         if in_halves(seq):
@@ -281,7 +293,7 @@ class LlamaForCausalLM(nn.Cell):
                 second = causal_rows(segments, half, half, seq)
             masks = (self.expand_mask(first, batch), self.expand_mask(second, batch))
             for layer in self.model.layers:
-                h = layer.halves(h, rope, masks, batch, seq)
+                h = layer(h, rope, masks, batch, seq)
             return h
         mask = self.causal_mask if full else causal_rows(segments, 0, seq, seq)
         mask = self.expand_mask(mask, batch)

@@ -19,8 +19,11 @@ mindsft.train.step and .optim), not a generic transformer:
   built once per step and shared by the layers;
 - the loss holds float32 logits and their log_softmax (N, V), and the backward
   pass their gradients;
-- with recompute a layer keeps only its input, and one layer's tensors are
-  rebuilt at a time in the backward pass.
+- with recompute (`LlamaForCausalLM.recompute_layers`, MindSpore's recompute pass
+  in a compiled step) a layer keeps its input and what the attention core's
+  hand-written backward reads (q, k, v, its output and the probabilities: that
+  backward is not a gradient node to the pass, so it reads the forward's
+  tensors), and one layer's tensors are rebuilt at a time in the backward pass.
 
 The peak is the largest of the step's moments: the end of the forward pass
 (every layer's activations, the loss), the end of the backward pass (every
@@ -29,7 +32,9 @@ with recompute, the last layer rebuilt (every layer input and that layer's
 activations).
 
 How much a backend keeps beyond what the backward reads is a `Backend` factor:
-measured for MindSpore's CPU backend, assumed 1 elsewhere (see BACKENDS)."""
+measured for MindSpore's CPU backend, assumed 1 elsewhere (see BACKENDS). The
+counts themselves match the peak of MindSpore's own memory pool on CPU (the
+tensors the runtime allocates; MS_DEV_RUNTIME_CONF="memory_statistics:True")."""
 
 import re
 from dataclasses import dataclass, field, replace
@@ -41,6 +46,7 @@ from mindsft.plan.shapes import ParameterCounts, count_parameters, lora_targets
 F32 = 4
 HALVES_MIN = 64  # models.llama.HALVES_MIN: causal attention splits in two query halves
 _LAYER_PATH = re.compile(r"^model\.layers\.(\d+)\.\w+\.(\w+)$")
+RECOMPUTE_HOLDS_CPU = 1.05  # fitted to bench/memory.py's recompute rows (hidden 256-1024)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,9 @@ class Backend:
     """Applied to the attention probabilities and causal masks (B, H, T, T)."""
     basis: str
     """Where the factors come from, for the plan's assumptions."""
+    recompute_holds: float | None = None
+    """With recompute, the backend holds this multiple of the activations it holds
+    without (None: what recompute keeps, as counted)."""
 
 
 BACKENDS = {
@@ -63,12 +72,19 @@ BACKENDS = {
     # run: MindSpore 2.10's CPU backend held 3.9x the per-token bytes counted
     # here (its kernels keep broadcast and transposed copies), the (B, H, T, T)
     # tensors as counted.
+    # With recompute in a compiled step, MindSpore's memory pool peaks lower, as
+    # counted, but its CPU kernels keep buffers of their own (malloc'd, outside the
+    # pool, sized by their tensors) and the rebuilt layers add kernels: the peak
+    # RSS of the recompute rows was 1.05x that of the same rows without.
     "CPU": Backend(
         "CPU",
         3.9,
         1.0,
         "CPU factors measured by bench/memory.py on float32 runs "
-        "(MindSpore 2.10 keeps 3.9x the per-token activation bytes the backward reads)",
+        "(MindSpore 2.10 keeps 3.9x the per-token activation bytes the backward reads; "
+        "with recompute its CPU kernels' own buffers grow by what its memory pool saves: "
+        "the peak does not drop)",
+        recompute_holds=RECOMPUTE_HOLDS_CPU,
     ),
     "Ascend": Backend(
         "Ascend",
@@ -197,6 +213,14 @@ def layer_scores(step: Step) -> int:
 def layer_bytes(step: Step, layer: int) -> int:
     """Activation bytes one layer keeps, as the backend keeps them."""
     tokens = sum(layer_tokens(step, layer).values())
+    return int(step.backend.token_factor * tokens + step.backend.score_factor * layer_scores(step))
+
+
+def recompute_kept(step: Step, layer: int) -> int:
+    """Activation bytes a layer keeps with recompute, as the backend keeps them: its
+    input, and the attention core's q, k, v, output and probabilities."""
+    core = layer_tokens(step, layer)["attention q, k, v, output"]
+    tokens = step.tokens * step.config.hidden_size * step.compute_bytes + core
     return int(step.backend.token_factor * tokens + step.backend.score_factor * layer_scores(step))
 
 
@@ -334,12 +358,17 @@ class Breakdown:
 
 def _moments(step: Step, held: list, grads: Gradients) -> dict:
     """{moment: {component: bytes}} for the candidate peaks of the step."""
+    holds = step.backend.recompute_holds
+    if step.recompute and holds is not None:  # the backend's measured rule
+        moments = _moments(step.with_(recompute=False), held, grads)
+        for parts in moments.values():
+            parts["activations"] = int(holds * parts["activations"])
+        return moments
     shared = shared_bytes(step)
     work = workspace_bytes(step)
-    inputs = int(step.backend.token_factor * step.tokens * step.config.hidden_size)
-    inputs *= step.compute_bytes
     if step.recompute:
-        forward = len(held) * inputs + shared
+        kept = [recompute_kept(step, i) for i in range(len(held))]
+        forward = sum(kept) + shared
         moments = {
             "backward pass, last layer rebuilt": {
                 "activations": forward + held[-1],
@@ -347,7 +376,7 @@ def _moments(step: Step, held: list, grads: Gradients) -> dict:
                 "workspace": work,
             },
         }
-        backward = inputs + held[0] + shared
+        backward = kept[0] + held[0] + shared
     else:
         forward, backward, moments = sum(held) + shared, held[0] + shared, {}
     moments["end of the forward pass"] = {
@@ -375,9 +404,10 @@ def plan_step(step: Step) -> Breakdown:
     parts.update(peak)
     activations = {
         "without recompute": sum(held) + shared_bytes(step),
-        "with recompute": _moments(step.with_(recompute=True), held, grads)[
-            "backward pass, last layer rebuilt"
-        ]["activations"],
+        "with recompute": max(
+            parts["activations"]
+            for parts in _moments(step.with_(recompute=True), held, grads).values()
+        ),
     }
     transients = {"logits and loss": logits_bytes(step), "workspace": workspace_bytes(step)}
     return Breakdown(parts, moment, params, max(held), activations, grads.total, transients)

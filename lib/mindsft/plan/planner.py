@@ -85,15 +85,16 @@ def base_step(finetune: FinetuneConfig, settings: RunSettings, source: str, **ov
     seq = _positive(overrides.get("seq_length"), "--seq_length") or config.seq_length
     batch = _positive(overrides.get("batch_size"), "--batch_size") or finetune.train.batch_size
     recompute = overrides.get("recompute")
+    target = overrides.get("device_target") or settings.device_target
     return Step(
         config,
         finetune.lora,
         batch_size=_positive(batch, f"{source}: runner_config.batch_size"),
         seq_length=seq,
-        recompute=settings.recompute if recompute is None else recompute,
+        recompute=finetune.recompute if recompute is None else recompute,
         accumulation=finetune.train.gradient_accumulation_steps,
         shard_threshold=settings.parallel_optimizer_threshold,
-        backend=backend_for(settings.device_target),
+        backend=backend_for(target),
     )
 
 
@@ -119,23 +120,30 @@ def yaml_notes(finetune: FinetuneConfig, settings: RunSettings) -> list:
         notes.append("parallel.enable_parallel_optimizer=True (MindSpore's optimizer sharding)")
     if finetune.model_config.get("use_flash_attention"):
         notes.append("model_config.use_flash_attention=True (no (B, H, T, T) tensors)")
-    return notes + settings.not_implemented
+    return notes + finetune.recompute_not_implemented
 
 
 def make_plan(path, devices=None, device_memory=None, **overrides) -> Plan:
     """The plan of the finetune YAML at `path`; `devices`, `device_memory` and the
-    overrides (seq_length, batch_size, recompute) replace what the YAML says."""
+    overrides (seq_length, batch_size, recompute, device_target) replace what the
+    YAML says."""
     raw = read_yaml(path)
     finetune = parse_finetune_config(raw, str(path))
-    settings = read_settings(raw, path)
+    return plan_config(finetune, read_settings(raw, path), devices, device_memory, **overrides)
+
+
+def plan_config(
+    finetune: FinetuneConfig, settings: RunSettings, devices=None, device_memory=None, **overrides
+) -> Plan:
+    """The plan of a parsed finetune config (its `source` names it) and the YAML's
+    RunSettings, with the same overrides as `make_plan`."""
+    source = finetune.source
     devices = _positive(devices, "--devices") or settings.data_parallel
     budget = settings.device_memory
     if device_memory is not None:
         budget = parse_size(device_memory, "--device_memory")
-    step = base_step(finetune, settings, str(path), **overrides)
-    plan = Plan(
-        str(path), finetune, settings, devices, budget, notes=yaml_notes(finetune, settings)
-    )
+    step = base_step(finetune, settings, source, **overrides)
+    plan = Plan(source, finetune, settings, devices, budget, notes=yaml_notes(finetune, settings))
     for name, variant in _scenarios(step, devices):
         scenario = Scenario(name, variant, plan_step(variant))
         if budget is not None:

@@ -105,6 +105,21 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def format_short(plan: Plan) -> str:
+    """The plan in a few lines, as a training run prints it at start."""
+    v = plan.verdict
+    b = v.breakdown
+    parts = ", ".join(f"{k} {format_size(n)}" for k, n in b.parts.items())
+    lines = [
+        f"memory plan ({v.step.backend.name}): {_run_line(plan).removeprefix('run: ')}",
+        f"memory plan: {format_size(b.total)} per device at the peak ({b.moment}): {parts}",
+        f"memory plan: {_verdict_line(plan).removeprefix('verdict: ')}",
+    ]
+    if plan.notes:
+        lines.append("memory plan: the YAML asks for, not implemented: " + "; ".join(plan.notes))
+    return "\n".join(lines)
+
+
 def _scenario_json(s: Scenario) -> dict:
     return {
         "name": s.name,

@@ -1,23 +1,13 @@
-"""What a plan reads from a finetune YAML besides the model and the batch:
-MindFormers' `recompute_config`, `parallel` (its parallel optimizer),
-`parallel_config.data_parallel` and `context` (device target and
-`max_device_memory`). Types are checked here; each wrong one is one line."""
+"""What a plan reads from a finetune YAML besides what the trainer reads
+(`train.config`: the model, the batch, recompute): MindFormers' `parallel` (its
+parallel optimizer), `parallel_config.data_parallel` and `context` (device target
+and `max_device_memory`). Types are checked here; each wrong one is one line."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mindsft.errors import MindsftError
 from mindsft.plan.units import parse_size
 
-# recompute_config keys: MindFormers' defaults, and whether mindsft can act on them
-RECOMPUTE_KEYS = {
-    "recompute": False,  # implemented by the plan's recompute model
-    "select_recompute": False,  # not implemented when set
-    "select_comm_recompute": False,  # not implemented when set
-    "parallel_optimizer_comm_recompute": False,  # no parallel optimizer in mindsft: no effect
-    "mp_comm_recompute": True,  # no model parallelism in mindsft: no effect
-    "recompute_slice_activation": True,  # no model parallelism in mindsft: no effect
-}
-SELECTIVE = ("select_recompute", "select_comm_recompute")
 PARALLEL_OPTIMIZER_THRESHOLD_KB = 64  # MindSpore's default parallel_optimizer_threshold
 
 
@@ -25,8 +15,6 @@ PARALLEL_OPTIMIZER_THRESHOLD_KB = 64  # MindSpore's default parallel_optimizer_t
 class RunSettings:
     """Launch settings that decide memory, as the YAML declares them."""
 
-    recompute: bool = False
-    """recompute_config.recompute: rebuild each layer's activations in the backward pass."""
     parallel_optimizer: bool = False
     """parallel.enable_parallel_optimizer (MindFormers; mindsft does not shard)."""
     parallel_optimizer_threshold: int = PARALLEL_OPTIMIZER_THRESHOLD_KB * 1024
@@ -37,8 +25,6 @@ class RunSettings:
     """context.device_target."""
     device_memory: int | None = None
     """context.max_device_memory in bytes, None when absent."""
-    not_implemented: list = field(default_factory=list)
-    """'key=value' for recompute settings mindsft does not implement."""
 
 
 def _section(raw: dict, key: str, source) -> dict:
@@ -61,28 +47,8 @@ def _typed(block: dict, key: str, default, types, where: str, expect: str):
     return value
 
 
-def read_recompute(raw: dict, source) -> tuple:
-    """(recompute, not-implemented settings) from `recompute_config`."""
-    block = _section(raw, "recompute_config", source)
-    where = f"{source}: recompute_config"
-    recompute = _typed(block, "recompute", False, (bool,), where, "True or False")
-    skipped = []
-    for key, default in RECOMPUTE_KEYS.items():
-        if key == "recompute":
-            continue
-        kinds, expect = (bool,), "True or False"
-        if key in SELECTIVE:  # MindFormers also takes layer lists or op-name maps here
-            kinds, expect = (bool, list, dict), "True, False, a list or a mapping"
-        value = _typed(block, key, default, kinds, where, expect)
-        if key in SELECTIVE and value:
-            skipped.append(f"recompute_config.{key}={value!r}")
-    skipped += [f"recompute_config.{k}={block[k]!r}" for k in block if k not in RECOMPUTE_KEYS]
-    return recompute, skipped
-
-
 def read_settings(raw: dict, source) -> RunSettings:
     """RunSettings from a loaded finetune YAML (`source` names it in errors)."""
-    recompute, skipped = read_recompute(raw, source)
     parallel = _section(raw, "parallel", source)
     where = f"{source}: parallel"
     sharded = _typed(parallel, "enable_parallel_optimizer", False, (bool,), where, "True or False")
@@ -113,11 +79,9 @@ def read_settings(raw: dict, source) -> RunSettings:
     if memory is not None:
         memory = parse_size(memory, f"{source}: context.max_device_memory")
     return RunSettings(
-        recompute=recompute,
         parallel_optimizer=sharded,
         parallel_optimizer_threshold=threshold * 1024,
         data_parallel=dp,
         device_target=target,
         device_memory=memory,
-        not_implemented=skipped,
     )

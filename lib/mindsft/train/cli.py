@@ -7,7 +7,7 @@ from pathlib import Path
 from mindsft.cli import str2bool
 from mindsft.train import msrun_launcher
 from mindsft.train.config import load_finetune_config
-from mindsft.train.run import add_msrun_flags, run_command
+from mindsft.train.run import add_memory_flags, add_msrun_flags, run_command
 
 
 def run_merge(args) -> int:
@@ -77,6 +77,7 @@ def _register_finetune(subparsers) -> None:
         help="reshard --load_checkpoint for this run: pure data parallel only "
         "(default: the YAML's)",
     )
+    add_memory_flags(p)
     add_msrun_flags(p)
     p.set_defaults(func=run_command, run_mode="finetune")
 

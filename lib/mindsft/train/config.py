@@ -37,6 +37,8 @@ from mindsft.train.tensorboard import TensorBoardConfig
 OPTIMIZERS = ("AdamWeightDecay", "FP32StateAdamWeightDecay", "AdamW")
 SCHEDULES = ("CosineWithWarmUpLR", "ConstantWarmUpLR", "constant_with_warmup")
 
+# MindFormers' select_recompute: on or off, or which layers / ops
+SELECT = Kind("true, false, a list or a mapping", (bool, list, dict))
 # every key mindsft reads, with the kind of value it takes (callbacks by their
 # type: callbacks.CheckpointMonitor.prefix); a new key is one line here
 KEYS = {
@@ -103,6 +105,13 @@ KEYS = {
     "model.model_config.pet_config.lora_alpha": NUMBER,
     "model.model_config.pet_config.lora_dropout": FRACTION,
     "model.model_config.pet_config.target_modules": TEXT,
+    "recompute_config": MAPPING,
+    "recompute_config.recompute": BOOL,
+    "recompute_config.select_recompute": SELECT,
+    "recompute_config.select_comm_recompute": SELECT,
+    "recompute_config.parallel_optimizer_comm_recompute": BOOL,
+    "recompute_config.mp_comm_recompute": BOOL,
+    "recompute_config.recompute_slice_activation": BOOL,
 }
 
 # keys that do not change results on this engine (placement, speed, logging, dumps)
@@ -126,7 +135,6 @@ NO_EFFECT = {
     "remote_save_url",
     "context",
     "parallel",
-    "recompute_config",
     "runner_config.sink_mode",
     "runner_config.sink_size",
     "train_dataset.data_loader.type",
@@ -168,10 +176,19 @@ NEUTRAL = {
     "lr_schedule.decay_steps": None,
     "lr_schedule.decay_ratio": None,
 }
+# recompute_config's finer settings and MindFormers' defaults: mindsft recomputes whole
+# layers only, so another value is listed (it would change memory and speed, not results)
+RECOMPUTE_DEFAULTS = {
+    "select_recompute": False,
+    "select_comm_recompute": False,
+    "parallel_optimizer_comm_recompute": False,
+    "mp_comm_recompute": True,
+    "recompute_slice_activation": False,
+}
 # model_config keys whose non-default values mindsft's Llama does not implement
 MODEL_NEUTRAL = {"extend_method": "None", "scaling_factor": 1.0, "use_past": False, "offset": 0}
 # sections whose reader checks each of their keys itself
-CHECKED_BY_OWNER = ("tensorboard",)
+CHECKED_BY_OWNER = ("tensorboard", "recompute_config")
 # MindFormers keys mindsft does not implement that look like ones it reads: known,
 # so never taken for a typo of those, and reported by name like any other
 MINDFORMERS_ONLY = {"optimizer.betas", "callbacks.CheckpointMonitor.save_checkpoint_seconds"}
@@ -276,6 +293,10 @@ class RunConfig:
     """metric.type: what eval computes."""
     vocab_file: str = ""
     """processor.tokenizer.vocab_file: the SentencePiece model predict decodes with."""
+    device_memory: str = ""
+    """--device_memory: memory per device (64GB, ...); empty: context.max_device_memory."""
+    check_memory: bool = True
+    """--check_memory False: start even when the memory plan says the run does not fit."""
 
 
 @dataclass
@@ -299,6 +320,11 @@ class FinetuneConfig:
     """Set when tensorboard.tensorboard_dir is: event files of the run."""
     parallel_config: dict = field(default_factory=dict)
     """`parallel_config` as written (data/model/pipeline parallel degrees)."""
+    recompute: bool = False
+    """recompute_config.recompute: each decoder layer's activations are recomputed in
+    the backward pass instead of kept (MindSpore's Cell.recompute)."""
+    recompute_not_implemented: list = field(default_factory=list)
+    """'recompute_config.key=value' for finer recompute settings mindsft does not do."""
 
 
 def _flatten(d, prefix=""):
@@ -402,6 +428,18 @@ def _run(tree: dict) -> RunConfig:
     )
 
 
+def _recompute(tree: dict) -> tuple:
+    """(recompute, 'key=value' of the finer settings not implemented) from
+    `recompute_config` (validated)."""
+    block = _section(tree, "recompute_config")
+    skipped = [
+        f"recompute_config.{key}={value!r}"
+        for key, value in block.items()
+        if key != "recompute" and value != RECOMPUTE_DEFAULTS.get(key)
+    ]
+    return block.get("recompute", False), skipped
+
+
 def _optimizer(tree: dict, source: str) -> OptimizerConfig:
     opt_raw = _section(tree, "optimizer")
     optimizer = OptimizerConfig(
@@ -472,6 +510,7 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
     schedule = _schedule(tree, optimizer, source)
     unsupported = _unsupported(tree, model_config)
     parallel = _section(tree, "parallel_config")
+    recompute, recompute_skipped = _recompute(tree)
     return FinetuneConfig(
         model_config,
         train,
@@ -483,6 +522,8 @@ def parse_finetune_config(raw: dict, source: str = "<dict>") -> FinetuneConfig:
         run=_run(tree),
         tensorboard=TensorBoardConfig.from_yaml(tree.get("tensorboard"), source),
         parallel_config=dict(parallel),
+        recompute=recompute,
+        recompute_not_implemented=recompute_skipped,
     )
 
 

@@ -11,7 +11,12 @@ other than lora_rank, and a lora_alpha other than the one the run recorded
 and imported ones do not, and merge with the config's, as transform_ckpt_lora.py
 takes the scaling it is given). Training checkpoints are taken only when their
 checksums verify: given a run folder, the newest save that verifies on rank 0
-and on its replicas, saying which newer ones it skipped."""
+and on its replicas, saying which newer ones it skipped.
+
+Everything streams, without MindSpore: tensors that do not change are copied
+file to file; a merged weight holds its LoRA update whole in float32 (out, in)
+while its base rows pass through a block at a time; A and B are read when their
+weight comes. Peak memory is one weight's update, whatever the model's size."""
 
 import sys
 from pathlib import Path
@@ -19,14 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from mindsft.atomic import check_writable
-from mindsft.convert.ckpt import CkptWriter, iter_ckpt, read_entry, scan_ckpt
+from mindsft.convert import raw
+from mindsft.convert.ckpt import CkptWriter, read_entry, scan_ckpt
 from mindsft.convert.names import MODEL_PREFIXES
 from mindsft.errors import MindsftError
 from mindsft.models.config import LlamaConfig
 from mindsft.pet.config import LORA_A, LORA_ALPHA_RECORD, LORA_B, is_lora_param
 from mindsft.pet.lora_checkpoint import check_against_config, lora_tensors
-from mindsft.pet.merge import merge_tensors
-from mindsft.train.checkpoint import RunCheckpoints, agreed_tensors, verify
+from mindsft.train.checkpoint import RunCheckpoints, verify
 
 
 def _say(msg: str) -> None:
@@ -64,8 +69,8 @@ def newest_verified(files: list, say=_say) -> Path:
 
 
 def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) -> Path:
-    """Write base + (alpha/rank) B @ A in each base tensor's dtype, streamed: the
-    LoRA matrices are held (they are small), the base one tensor at a time."""
+    """Write base + (alpha/rank) B @ A in each base tensor's dtype (computed in
+    float32, as `pet.merge.merge_weight`), streamed."""
     check_writable(output_path, "file")
     lora_path = resolve_checkpoint(lora_checkpoint)
     if cfg.lora is None:
@@ -78,17 +83,59 @@ def merge_lora_checkpoint(cfg, base_checkpoint, lora_checkpoint, output_path) ->
     base_entries = {e.name: e for e in scan_ckpt(base_checkpoint)}
     for module, pair in modules.items():
         check_base_weight(base_entries, f"{module}.weight", pair, base_checkpoint, lora_path)
-    lora = {
-        f"{module}.{matrix}": read_entry(pair[matrix])
-        for module, pair in modules.items()
-        for matrix in (LORA_A, LORA_B)
-    }
-    pairs = {f"{m}.weight": (f"{m}.{LORA_A}", f"{m}.{LORA_B}") for m in modules}
-    base = (item for item in iter_ckpt(base_checkpoint) if not is_lora_param(item[0]))
+    pairs = {f"{module}.weight": pair for module, pair in modules.items()}
     with CkptWriter(output_path) as out:
-        for name, weight in merge_tensors(base, lora, cfg.lora.scaling, pairs):
-            out.write(name, weight)
+        for entry in base_entries.values():
+            if is_lora_param(entry.name):
+                continue
+            pair = pairs.get(entry.name)
+            chunks = entry.ranges()
+            if pair is not None:
+                chunks = merged_rows(entry, pair[LORA_A], pair[LORA_B], cfg.lora.scaling)
+            out.write_raw(entry.name, entry.dtype, entry.shape, chunks)
     return Path(output_path)
+
+
+def blocks(chunks, size: int):
+    """Re-cut a stream of bytes-likes into blocks of exactly `size` bytes (the last
+    one shorter): a tensor stored in several records breaks anywhere. Chunks that
+    already are whole blocks pass without a copy."""
+    pending = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        if not pending:
+            whole = len(view) - len(view) % size
+            yield from (view[i : i + size] for i in range(0, whole, size))
+            view = view[whole:]
+        pending += view
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
+
+
+def _float32(entry: raw.FileTensor) -> np.ndarray:
+    """A whole (small) tensor as float32."""
+    data = raw.convert_chunk(memoryview(entry.read()).cast("B"), entry.dtype, "F32")
+    return np.frombuffer(data, np.float32).reshape(entry.shape)
+
+
+def merged_rows(base: raw.FileTensor, a: raw.FileTensor, b: raw.FileTensor, scaling: float):
+    """The bytes of base + scaling * (B @ A) in the base's dtype, rows at a time.
+    base (out, in), A (r, in), B (out, r); the update is float32 (out, in)."""
+    delta = _float32(b) @ _float32(a)  # (out, in)
+    delta *= np.float32(scaling)
+    columns = delta.shape[1]
+    rows = max(1, raw.CHUNK_BYTES // (16 * columns))  # float32 blocks of a quarter chunk
+    size = rows * columns * raw.itemsize(base.dtype)
+    start = 0
+    for block in blocks(base.chunks(size), size):
+        w32 = np.frombuffer(raw.convert_chunk(block, base.dtype, "F32"), np.float32)
+        w32 = w32.reshape(-1, columns)  # (rows, in)
+        merged = w32 + delta[start : start + len(w32)]
+        start += len(w32)
+        yield raw.convert_chunk(merged.reshape(-1), "F32", base.dtype)
 
 
 def check_recorded_alpha(lora_path: Path, alpha: float, source) -> None:
@@ -151,11 +198,28 @@ def replicas(path: Path) -> list:
     return [other for other in others if other.is_file()]
 
 
+def same_tensor(entry: raw.FileTensor, other) -> bool:
+    """Whether `other` (a FileTensor or None) holds the same dtype, shape and bytes,
+    compared a block at a time."""
+    if other is None or (other.dtype, other.shape) != (entry.dtype, entry.shape):
+        return False
+    mine = blocks(entry.chunks(), raw.CHUNK_BYTES)
+    theirs = blocks(other.chunks(), raw.CHUNK_BYTES)
+    return all(x == y for x, y in zip(mine, theirs, strict=True))
+
+
 def take_rank0(rank0_path: Path, output_path) -> Path:
-    """A full-parameter run's weights: rank 0's, checked equal on every other rank,
-    streamed one tensor at a time."""
-    keep = lambda name: name.startswith(MODEL_PREFIXES)  # noqa: E731
+    """A full-parameter run's weights: rank 0's, checked equal on every other rank
+    block by block, and copied file to file."""
+    others = [(other, {e.name: e for e in scan_ckpt(other)}) for other in replicas(rank0_path)]
     with CkptWriter(output_path) as out:
-        for name, weight in agreed_tensors(rank0_path, replicas(rank0_path), keep):
-            out.write(name, weight)
+        for entry in scan_ckpt(rank0_path):
+            if not entry.name.startswith(MODEL_PREFIXES):
+                continue
+            for other, entries in others:
+                if not same_tensor(entry, entries.get(entry.name)):
+                    raise MindsftError(
+                        f"{other}: data-parallel replicas differ from rank 0 in {entry.name}"
+                    )
+            out.write_raw(entry.name, entry.dtype, entry.shape, entry.ranges())
     return Path(output_path)

@@ -40,6 +40,8 @@ RUN_OVERRIDES = (
     "auto_trans_ckpt",
     "src_strategy_path_or_dir",
     "do_eval",
+    "device_memory",
+    "check_memory",
 )
 _NO_STRATEGY = "mindsft trains data-parallel only, so there is no sharding strategy"
 # run_mindformer.py flags mindsft cannot honour, and why
@@ -119,6 +121,9 @@ def _child_argv(cfg: FinetuneConfig, args) -> list:
     for key in (*TRAIN_OVERRIDES, "mode"):
         if getattr(args, key, None) is not None:
             argv += [f"--{key}", str(getattr(args, key))]
+    if run.device_memory:
+        argv += ["--device_memory", run.device_memory]
+    argv += ["--check_memory", str(run.check_memory)]
     argv += ["--use_parallel", "True", "--resume_training", str(bool(run.resume_training))]
     return argv + ["--auto_trans_ckpt", str(run.auto_trans_ckpt), "--do_eval", str(run.do_eval)]
 
@@ -283,6 +288,20 @@ def run_command(args) -> int:
     return RUNNERS[cfg.run.run_mode](cfg, args)
 
 
+def add_memory_flags(parser) -> None:
+    """The memory plan's flags, for training (see mindsft.plan.launch)."""
+    parser.add_argument(
+        "--device_memory",
+        help="memory per device, e.g. 64GB (default: context.max_device_memory); the run "
+        "refuses to start when its memory plan (on CPU: the CPU plan) needs more",
+    )
+    parser.add_argument(
+        "--check_memory",
+        type=mf_bool,
+        help="False: start even when the memory plan says the run does not fit (default: True)",
+    )
+
+
 def add_msrun_flags(parser) -> None:
     """msrun's own flags, for training with --use_parallel True."""
     g = parser.add_argument_group("msrun (with --use_parallel True)")
@@ -374,5 +393,6 @@ def register(subparsers) -> None:
         "the YAML's value.",
     )
     _add_run_flags(p)
+    add_memory_flags(p)
     add_msrun_flags(p)
     p.set_defaults(func=run_command)

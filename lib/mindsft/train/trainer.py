@@ -48,6 +48,7 @@ from mindsft.models.loading import (
 from mindsft.pet.config import LORA_ALPHA_RECORD
 from mindsft.pet.dropout import LoraDropout
 from mindsft.pet.lora import count_params, freeze_base, inject_lora
+from mindsft.plan.launch import check_launch
 from mindsft.progress import progress_bar
 from mindsft.train import checkpoint
 from mindsft.train.checkpoint import NonFiniteTensor, RunCheckpoints
@@ -138,6 +139,8 @@ class Trainer:
                 f"rank {self.rank}: removed {len(left)} temporary file(s) of an interrupted "
                 f"checkpoint write: {', '.join(p.name for p in left)}"
             )
+        target = ms.get_context("device_target")
+        self.plan = check_launch(cfg, self.world, target, self.rank, self.say)  # may refuse
         self._setup_data()
         self._setup_eval()
         self._setup_model()
@@ -234,6 +237,8 @@ class Trainer:
                 self.say(f"continuing from the LoRA matrices in {source}")
             freeze_base(self.net)
             self.net.apply_compute_dtype()
+        if cfg.recompute:  # after LoRA: the wrapped layers must be inside the recompute
+            self.net.recompute_layers()
         self.net.set_train(True)
         self.params = self.net.trainable_params()
         self.dropout = LoraDropout(

@@ -166,3 +166,40 @@ def benchmarks_report(bench_files: list, table_out, plot_out) -> None:
     ax_m.set_xlabel("peak RSS (MB)")
     ax_t.invert_yaxis()
     _save(fig, plot_out)
+
+
+def plan_html(plan: dict, out, title: str) -> None:
+    """A memory plan (`plan_json`): the peak's breakdown, the scenarios and the verdict."""
+    verdict, memory = plan["verdict"], plan["device_memory_bytes"]
+    parts = [[k, _mib(v)] for k, v in plan["peak"]["parts"].items()]
+    parts.append(["total", _mib(plan["peak"]["total_bytes"])])
+    scenarios = [
+        [
+            s["name"],
+            _mib(s["peak_bytes"]),
+            "-" if s["fits"] is None else ("yes" if s["fits"] else "NO"),
+            "-" if s["largest_batch_size"] is None else s["largest_batch_size"],
+            "-" if s["largest_seq_length"] is None else s["largest_seq_length"],
+        ]
+        for s in plan["scenarios"]
+    ]
+    run = plan["run"]
+    body = (
+        f"<p>backend {html.escape(plan['backend'])}; batch {run['batch_size']} x seq "
+        f"{run['seq_length']} per device, {run['devices']} device(s), recompute "
+        f"{'on' if run['recompute'] else 'off'}; device memory "
+        f"{'not declared' if memory is None else _mib(memory)}</p>"
+        f"<h4>per device at the peak ({html.escape(plan['peak']['moment'])})</h4>"
+        + _table(["component", "MiB"], parts)
+        + "<h4>scenarios</h4>"
+        + _table(["", "MiB per device", "fits", "max batch", "max seq"], scenarios)
+        + f"<p>verdict: {html.escape(verdict['name'])}: {_mib(verdict['peak_bytes'])} MiB"
+        + ("" if verdict["fits"] is None else (" fits" if verdict["fits"] else " DOES NOT FIT"))
+        + "</p>"
+        + "".join(f"<p><i>{html.escape(a)}</i></p>" for a in plan["assumptions"])
+    )
+    _write_html(out, f"{title}: memory plan", body)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f}"
