@@ -102,6 +102,7 @@ def test_a_parameter_change_reruns_only_that_run_downstream(demo, write_config, 
         write_config(demo, one_epoch)
     assert jobs == {
         "resolve_config": 1,
+        "plan": 1,
         "finetune": 1,
         "merge": 1,
         "evaluate": 1,

@@ -80,7 +80,12 @@ def _register_preprocess(subparsers) -> None:
         help="the model's HF config.json (or folder) or MindFormers YAML: seq_length may not "
         "exceed its positions (default: a config.json beside --model_file, if any)",
     )
-    p.add_argument("--packing", type=str2bool, default=False, help="qa: whole samples per row")
+    p.add_argument(
+        "--packing",
+        type=str2bool,
+        default=False,
+        help="qa: whole samples per row, as many as fit (default: False)",
+    )
     p.set_defaults(func=run_preprocess)
 
 
