@@ -243,7 +243,8 @@ class Trainer:
         self.params = self.net.trainable_params()
         self.dropout = LoraDropout(
             self.net,
-            tc.batch_size * self.batches.seq_length,
+            tc.batch_size,
+            self.batches.seq_length,
             seed=tc.seed,
             accumulation=tc.gradient_accumulation_steps,
             world_size=self.world,
@@ -411,31 +412,11 @@ class Trainer:
         mc = self.model_config
         for j in range(accum):
             batch = step_batch(next(batches), mc.pad_token_id, mc.ignore_token_id)
-            masks = self._cut_masks(self.dropout.masks(gstep, j), batch.tokens.shape[1])
+            masks = self.dropout.masks(gstep, j, batch.tokens.shape[1])
             if accum == 1:
                 return self.step_fn.fused(*batch.tensors(), masks, lr_t, votes)
             self.step_fn.micro(*batch.tensors(), masks)
         return self.step_fn.apply(lr_t, votes)
-
-    def _cut_masks(self, masks, length: int):
-        """The LoRA dropout masks of a micro-batch cut to `length` positions: they are
-        drawn for whole rows, (B * seq_length, in), and each row keeps its first
-        `length` positions' masks, so a position's mask does not depend on the cut. The
-        mask Parameters take the cut shape, (B * length, in)."""
-        if not masks:
-            return masks
-        seq, rows = self.batches.seq_length, self.cfg.train.batch_size
-        cut = []
-        for param, mask in zip(self.dropout.parameters, masks, strict=True):
-            width = mask.shape[-1]
-            if param.shape[0] != rows * length:
-                param.set_data(ms.Tensor(np.ones((rows * length, width), np.bool_)))
-            if length != seq:
-                mask = ms.Tensor(
-                    mask.asnumpy().reshape(rows, seq, width)[:, :length].reshape(-1, width)
-                )
-            cut.append(mask)
-        return ms.mutable(tuple(cut))
 
     def _record(self, record: dict, log, bar, after_step) -> None:
         """Hand one step's record on: the loss log, TensorBoard, `after_step`, the
