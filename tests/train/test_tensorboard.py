@@ -63,7 +63,8 @@ def test_event_files_hold_the_loss_log_and_the_finetune_bar_shows_loss_and_speed
     tb_run, tmp_path, read_losses, capsys, monkeypatch
 ):
     yaml_path, base, data = tb_run
-    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv(ENV, "")  # recorded, so what main sets is undone after the test
+    monkeypatch.delenv(ENV)
     argv = ["--progress", "on", "finetune", "--config", yaml_path, "--train_dataset_dir", data]
     argv += ["--load_checkpoint", base, "--output_dir", tmp_path / "out"]
     assert main([str(a) for a in argv]) == 0

@@ -60,6 +60,13 @@ def _register_preprocess(subparsers) -> None:
         default=1,
         help="tokenizer processes; 1 tokenizes in this process (default: %(default)s)",
     )
+    _add_layout_flags(p)
+    p.set_defaults(func=run_preprocess)
+
+
+def _add_layout_flags(p) -> None:
+    """preprocess's flags for how a row's text is laid out: the chat template, what
+    is trained, the model config limiting seq_length, packing."""
     p.add_argument(
         "--template",
         default=TEMPLATE_NAME,
@@ -86,7 +93,6 @@ def _register_preprocess(subparsers) -> None:
         default=False,
         help="qa: whole samples per row, as many as fit (default: False)",
     )
-    p.set_defaults(func=run_preprocess)
 
 
 def run_alpaca_converter(args) -> int:

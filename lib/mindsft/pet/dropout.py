@@ -34,22 +34,36 @@ def draw_masks(key: int, shapes: list, keep: float) -> tuple:
 
 
 class LoraDropout:
-    """The dropout masks of `net`'s LoRA modules for batches of `rows` rows (B*T).
+    """The dropout masks of `net`'s LoRA modules for micro-batches of `batch_size`
+    rows of `seq_length` positions.
 
-    `parameters` are the mask Parameters (one (rows, in) bool per module applying
-    dropout, empty without dropout) a compiled step assigns into; `masks(step,
-    micro)` gives that micro-batch's masks as step inputs and draws the next
-    micro-batch's in a background thread while the step runs (MindSpore releases
-    the GIL). Use it as a context manager: the thread stops on leaving, error or not.
+    `parameters` are the mask Parameters (one (B * length, in) bool per module
+    applying dropout, empty without dropout) a compiled step assigns into;
+    `masks(step, micro, length)` gives that micro-batch's masks as step inputs, the
+    Parameters sized to match, and draws the next micro-batch's in a background
+    thread while the step runs (MindSpore releases the GIL). Use it as a context
+    manager: the thread stops on leaving, error or not.
     """
 
-    def __init__(self, net: nn.Cell, rows: int, *, seed=0, accumulation=1, world_size=1, rank=0):
+    def __init__(
+        self,
+        net: nn.Cell,
+        batch_size: int,
+        seq_length: int,
+        *,
+        seed=0,
+        accumulation=1,
+        world_size=1,
+        rank=0,
+    ):
         cells = dropout_cells(net)
+        self.batch_size, self.seq_length = batch_size, seq_length
+        rows = batch_size * seq_length
         for cell in cells:  # (1, in) at injection: give each mask the batch's rows
             width = cell.lora_dropout_mask.shape[-1]
             cell.lora_dropout_mask.set_data(Tensor(np.ones((rows, width), np.bool_)))
         self.parameters = tuple(cell.lora_dropout_mask for cell in cells)
-        self.shapes = [tuple(p.shape) for p in self.parameters]
+        self.shapes = [tuple(p.shape) for p in self.parameters]  # drawn: (B * T, in)
         self.keep = cells[0].keep if cells else 1.0
         self.seed, self.accumulation = seed, accumulation
         self.world_size, self.rank = world_size, rank
@@ -66,11 +80,12 @@ class LoraDropout:
         """The masks of `key` as NumPy bool arrays."""
         return draw_masks(key, self.shapes, self.keep)
 
-    def masks(self, step: int, micro: int):
-        """The masks of (step, micro) as compiled-step inputs: an `ms.mutable` tuple
-        of bool tensors (a constant tuple would recompile the step each time), or ()
-        without dropout. Takes the prefetched draw when it is this key's; a resumed
-        or reordered run just draws in place."""
+    def masks(self, step: int, micro: int, length: int | None = None):
+        """The masks of (step, micro) as compiled-step inputs for a micro-batch of
+        `length` positions (None: seq_length): an `ms.mutable` tuple of bool tensors
+        (a constant tuple would recompile the step each time), or () without
+        dropout. Takes the prefetched draw when it is this key's; a resumed or
+        reordered run just draws in place."""
         if not self.parameters:
             return ()
         key = self.key(step, micro)
@@ -80,7 +95,24 @@ class LoraDropout:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-masks")
         following = key + self.world_size
         self._next = (following, self._pool.submit(self.draw, following))
-        return ms.mutable(tuple(Tensor(m) for m in drawn))
+        return ms.mutable(tuple(Tensor(m) for m in self._cut(drawn, length)))
+
+    def _cut(self, drawn: tuple, length: int | None) -> tuple:
+        """`drawn` masks cut to `length` positions, the mask Parameters sized to match:
+        masks are drawn for whole rows, (B * seq_length, in), and each row keeps its
+        first `length` positions' masks, (B * length, in), so a position's mask does
+        not depend on the cut."""
+        length = self.seq_length if length is None else length
+        rows, seq = self.batch_size, self.seq_length
+        cut = []
+        for param, mask in zip(self.parameters, drawn, strict=True):
+            width = mask.shape[-1]
+            if param.shape[0] != rows * length:
+                param.set_data(Tensor(np.ones((rows * length, width), np.bool_)))
+            if length != seq:  # (B * T, in) -> (B, T, in) -> (B, length, in) -> (B * length, in)
+                mask = mask.reshape(rows, seq, width)[:, :length].reshape(-1, width)
+            cut.append(mask)
+        return tuple(cut)
 
     def close(self) -> None:
         """Stop the prefetch thread (a later `masks` starts a new one)."""
