@@ -62,7 +62,8 @@ def bars(err: str, desc: str) -> list:
 def test_progress_bars_show_counts_when_asked_and_stay_out_of_logs(tmp_path, capsys, monkeypatch):
     from mindsft.tiny import DEMO_FILE, make_tiny_model
 
-    monkeypatch.delenv(ENV, raising=False)  # restored after the test, whatever main sets
+    monkeypatch.setenv(ENV, "")  # recorded, so restored after the test, whatever main sets
+    monkeypatch.delenv(ENV)
     hf = make_tiny_model(tmp_path / "hf", seed=0)
     convert = ["convert-weight", "--input_path", str(hf), "--output_path", str(tmp_path / "m.ckpt")]
     assert main(convert) == 0  # stderr is not a terminal here: no bar

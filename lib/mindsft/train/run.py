@@ -132,7 +132,8 @@ def run_training(cfg: FinetuneConfig, args) -> int:
     """train / finetune: check the inputs, then train here, under msrun, or as
     one msrun worker."""
     from mindsft.data.reader import mindrecord_kind, require_kind
-    from mindsft.train.trainer import RunPaths, dataset_kind
+    from mindsft.train.datasets import dataset_kind
+    from mindsft.train.trainer import RunPaths
 
     run = cfg.run
     worker_num = getattr(args, "worker_num", None)

@@ -44,7 +44,7 @@ from mindsft.pet.lora import count_params, freeze_base, inject_lora
 from mindsft.plan.launch import check_launch
 from mindsft.train.checkpoint import NonFiniteTensor, RunCheckpoints
 from mindsft.train.config import FinetuneConfig
-from mindsft.train.datasets import dataset_kind, run_length, train_batches
+from mindsft.train.datasets import run_length, train_batches
 from mindsft.train.evaluation import PeriodicEval, eval_batches
 from mindsft.train.launch import all_sum
 from mindsft.train.load_checkpoint import check_auto_trans
@@ -56,8 +56,6 @@ from mindsft.train.signature import run_signature
 from mindsft.train.step import TrainStep
 from mindsft.train.stop import stop_if_voted, stop_votes
 from mindsft.train.tensorboard import NO_WRITER, open_writer
-
-__all__ = ["RunPaths", "Trainer", "dataset_kind"]  # dataset_kind: for train.run
 
 
 @dataclass
