@@ -53,9 +53,7 @@ ATTRIBUTES = {
     "export": Attribute(
         "What is the main export of {e}?", "the main export of {e} is {v}.", tuple(EXPORTS)
     ),
-    "flag": Attribute(
-        "What colour is the flag of {e}?", "the flag of {e} is {v}.", tuple(COLOURS)
-    ),
+    "flag": Attribute("What colour is the flag of {e}?", "the flag of {e} is {v}.", tuple(COLOURS)),
 }
 
 
@@ -149,6 +147,12 @@ def split_facts(facts: list, seed: int = 0, spec: DemoSpec = DemoSpec()) -> tupl
             (heldout if i in held else finetune).append(fact)
     rng.shuffle(finetune)
     return finetune, heldout
+
+
+def finetune_record_count(spec: DemoSpec = DemoSpec()) -> int:
+    """How many fine-tuning records `demo_data` gives (the same for every seed)."""
+    per_attribute = spec.countries - round(spec.heldout_fraction * spec.countries)
+    return per_attribute * len(ATTRIBUTES)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """`mindsft make-tiny-model`: the offline demo model. An HF-format Llama folder
 (config.json, sharded safetensors with an index, generation_config.json, a
-SentencePiece tokenizer.model) plus `alpaca_demo.json`, a few hundred seeded
-instruction records simple enough for a tiny model to learn in minutes.
+SentencePiece tokenizer.model trained on the demo's text) plus the demo world of
+`mindsft.demo`: `wiki_demo.txt` (facts about made-up countries, to pretrain on),
+`alpaca_demo.json` (questions about part of the facts, to fine-tune on) and
+`alpaca_demo_heldout.json` (questions about the other facts, to score).
 The same arguments give byte-identical files."""
 
 import dataclasses
@@ -17,13 +19,14 @@ from mindsft.atomic import atomic_output
 from mindsft.cli import str2bool
 from mindsft.convert import raw, safetensors_io
 from mindsft.convert.llama import expected_shapes
-from mindsft.demo import DemoData, demo_data
+from mindsft.demo import DemoData, demo_data, finetune_record_count
 from mindsft.errors import MindsftError
 
 # What make-tiny-model writes beside the model: the demo world (`mindsft.demo`).
 DEMO_FILE = "alpaca_demo.json"  # fine-tuning records
 HELDOUT_FILE = "alpaca_demo_heldout.json"  # held-out records, answered only by pretraining
 TEXT_FILE = "wiki_demo.txt"  # the pretraining text
+DEMO_RECORDS = finetune_record_count()  # records in DEMO_FILE
 
 
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?$", re.IGNORECASE)
@@ -218,12 +221,13 @@ def make_tiny_model(output_dir, **spec) -> Path:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "make-tiny-model",
-        help="write the offline demo model: HF Llama folder, tokenizer and alpaca demo data",
+        help="write the offline demo model: HF Llama folder, tokenizer and the demo's data",
         description="Write the offline demo: an HF-format Llama folder (config.json, sharded "
         "safetensors with an index, generation_config.json), a SentencePiece tokenizer.model "
-        "trained for it, and alpaca_demo.json, a few hundred seeded instruction records "
-        "simple enough for a tiny model to learn in minutes. The same arguments give "
-        "byte-identical files.",
+        "trained for it, and the seeded demo world: wiki_demo.txt (facts about made-up "
+        "countries, to pretrain on), alpaca_demo.json (questions about part of the facts, "
+        "to fine-tune on) and alpaca_demo_heldout.json (questions about the other facts). "
+        "The same arguments give byte-identical files.",
     )
     p.add_argument(
         "--output_dir", required=True, help="the folder to write (replaced if it exists)"
