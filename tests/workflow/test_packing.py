@@ -10,7 +10,7 @@ def packed_lora(config):
     """tiny_lora on packed rows, one epoch, from the tiny model as made (no pretraining)."""
     del config["models"]["tiny"]["pretrain"]
     config["runs"]["tiny_lora"]["packing"] = True
-    config["runs"]["tiny_lora"]["overrides"] = {"runner_config.epochs": 1}
+    config["runs"]["tiny_lora"]["overrides"]["runner_config.epochs"] = 1
 
 
 def test_a_packed_run_plans_a_packed_train_split_and_a_padded_eval_split(

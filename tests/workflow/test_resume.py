@@ -25,7 +25,7 @@ def small_run(config):
     del config["models"]["tiny"]["pretrain"]
     config["demo_runs"] = [RUN]
     config["runs"][RUN]["workers"] = 1
-    config["runs"][RUN]["overrides"] = {"runner_config.epochs": 5}
+    config["runs"][RUN]["overrides"]["runner_config.epochs"] = 5
 
 
 def steps(path) -> int:
