@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(BIN)/snakemake --cores 2
+	$(BIN)/snakemake --report results/report.html
 
 test: venv
 	$(BIN)/python -m pytest -q tests

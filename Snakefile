@@ -34,12 +34,15 @@ localrules:
     report_config,
     plot_loss,
     plot_eval,
+    plot_pretrain_loss,
+    report_em,
     data_stats,
     benchmarks,
 
 
 include: "rules/weights.smk"
 include: "rules/data.smk"
+include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"

@@ -2,11 +2,13 @@
 # config, and the input/params functions that look up a job's model, dataset or run.
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mindsft.errors import MindsftError
+from mindsft.tiny import DEMO_FILE, HELDOUT_FILE, TEXT_FILE
 from mindsft.workflow.config import check_config, schema_error
 from mindsft.workflow.dag import upstream_benchmarks
 from mindsft.workflow.provenance import code_sha256
@@ -59,8 +61,25 @@ def dataset_json(dataset):
     if "path" in spec:
         return spec["path"]
     if "tiny_model" in spec:
-        return f"{hf_dir(spec['tiny_model'])}/alpaca_demo.json"
+        return f"{hf_dir(spec['tiny_model'])}/{DEMO_FILE}"
     return f"resources/data/{dataset}.json"
+
+
+def em_records(dataset):
+    """The alpaca records exact match is scored on: a tiny model's held-out
+    questions (about facts only its pretraining text states), else the eval split."""
+    spec = DATASETS[dataset]
+    if "tiny_model" in spec:
+        return f"{hf_dir(spec['tiny_model'])}/{HELDOUT_FILE}"
+    return f"results/data/{dataset}/eval/alpaca.json"
+
+
+def weights(model):
+    """The checkpoint a model's runs start from: the pretrained one for a model
+    with `pretrain:`, else the converted HF weights."""
+    if "pretrain" in MODELS[model]:
+        return f"results/weights/{model}.pretrained.ckpt"
+    return f"results/weights/{model}.ckpt"
 
 
 def mindrecord(run, split):
@@ -75,6 +94,12 @@ def base_metrics(run):
     """Evaluation of the model before fine-tuning, on the run's eval split."""
     r = RUNS[run]
     return f"results/eval_base/{r['model']}/{r['dataset']}_{r['seq_length']}.json"
+
+
+def base_em(run):
+    """Exact match of the model before fine-tuning, on the run's held-out records."""
+    r = RUNS[run]
+    return f"results/eval_base/{r['model']}/{r['dataset']}_em.json"
 
 
 # ---- input and params functions: a job's settings from its wildcards
@@ -136,13 +161,54 @@ def model_tokenizer(wildcards):
 
 
 def model_weights(wildcards):
-    """The job's model converted to a MindSpore checkpoint."""
-    return f"results/weights/{job_model(wildcards)}.ckpt"
+    """The checkpoint the job's model is fine-tuned from and evaluated as the base:
+    converted, then pretrained where the model has `pretrain:`."""
+    return weights(job_model(wildcards))
+
+
+def pretrain_setting(key):
+    """Params/threads function: `key` of the job's {model}'s `pretrain:`."""
+
+    def get(wildcards):
+        return MODELS[wildcards.model]["pretrain"][key]
+
+    return get
+
+
+def pretrain_yaml(wildcards):
+    """The model's pretrain YAML; a relative path is relative to the workflow."""
+    return str(ROOT / MODELS[wildcards.model]["pretrain"]["config"])
+
+
+def pretrain_data(wildcards):
+    """The wiki MindRecord the model is pretrained on."""
+    seq = MODELS[wildcards.model]["pretrain"]["seq_length"]
+    return f"results/pretrain/{wildcards.model}/wiki_{seq}.mindrecord"
+
+
+def pretrain_title(wildcards):
+    """Params function: the title of the model's pretraining loss plot."""
+    return f"{wildcards.model} pretraining"
+
+
+def run_title(wildcards):
+    """Params function: the title of the run's plots."""
+    return wildcards.run
+
+
+def model_wiki_text(wildcards):
+    """Params function: the wiki text in the (tiny) model's folder."""
+    return f"{model_dir(wildcards)}/{TEXT_FILE}"
 
 
 def weights_input(wildcards, input):
     """Params function: the job's `weights` input (a checkpoint file)."""
     return input.weights
+
+
+def data_input(wildcards, input):
+    """Params function: the job's `data` input (the file it preprocesses)."""
+    return input.data
 
 
 def packed_rows(wildcards):
@@ -161,6 +227,28 @@ def dataset_input(wildcards):
     if "tiny_model" in spec:
         return {"source": hf_dir(spec["tiny_model"])}
     return {"source": dataset_json(wildcards.dataset)}
+
+
+def job_dataset(wildcards):
+    """The dataset a job works on: its {dataset}, or the dataset of its {run}."""
+    if "dataset" in wildcards.keys():
+        return wildcards.dataset
+    return RUNS[wildcards.run]["dataset"]
+
+
+def em_input(wildcards):
+    """Input of the exact-match rules: the held-out records, or the tiny model
+    folder holding them."""
+    dataset = job_dataset(wildcards)
+    spec = DATASETS[dataset]
+    if "tiny_model" in spec:
+        return {"source": hf_dir(spec["tiny_model"])}
+    return {"source": em_records(dataset)}
+
+
+def job_em_records(wildcards):
+    """Params function: the alpaca records the job scores exact match on."""
+    return em_records(job_dataset(wildcards))
 
 
 def dataset_alpaca(wildcards):
@@ -193,6 +281,11 @@ def run_base_metrics(wildcards):
     return base_metrics(wildcards.run)
 
 
+def run_base_em(wildcards):
+    """The exact match of the run's model before fine-tuning."""
+    return base_em(wildcards.run)
+
+
 def run_mpi(wildcards):
     """`srun` for a run on several nodes (one msrun per node), else nothing."""
     return "srun" if RUNS[wildcards.run]["nodes"] > 1 else ""
@@ -205,8 +298,10 @@ def run_results(run):
     """What a run computes: metrics before and after, checkpoint, samples."""
     return [
         base_metrics(run),
+        base_em(run),
         f"results/{run}/ckpt",
         f"results/{run}/eval/metrics.json",
+        f"results/{run}/eval/em.json",
         f"results/{run}/eval/samples.json",
     ]
 
@@ -218,6 +313,7 @@ def run_targets(run):
         f"results/{run}/eval/metrics.json",
         f"results/report/{run}/loss.png",
         f"results/report/{run}/eval.png",
+        f"results/report/{run}/em.html",
         f"results/report/{run}/samples.html",
         f"results/report/{run}/plan.html",
     ]
@@ -231,17 +327,28 @@ def report_benchmarks(wildcards):
 
 
 def report_stats():
-    """Stats files of the MindRecords the demo runs train and evaluate on."""
+    """Stats files of the MindRecords the demo runs (and their models' pretraining)
+    train and evaluate on."""
     files = [
         f"{mindrecord(run, split)}.stats.json"
         for run in config["demo_runs"]
         for split in ("train", "eval")
     ]
+    for run in config["demo_runs"]:
+        model = RUNS[run]["model"]
+        if "pretrain" in MODELS[model]:
+            files.append(f"{pretrain_data(SimpleNamespace(model=model))}.stats.json")
     return list(dict.fromkeys(files))
 
 
 def demo_targets():
     targets = [t for run in config["demo_runs"] for t in run_targets(run)]
+    models = dict.fromkeys(RUNS[run]["model"] for run in config["demo_runs"])
+    targets += [
+        f"results/report/pretrain/{m}/loss.png"
+        for m in models
+        if "pretrain" in MODELS[m]
+    ]
     return targets + [
         "results/report/data_stats.html",
         "results/report/benchmarks.html",

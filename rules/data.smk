@@ -73,6 +73,8 @@ rule preprocess:
     benchmark:
         "benchmarks/preprocess/{dataset}_{split}_{model}_{seq}{packing}.tsv"
     params:
+        dataset_type="qa",
+        source=data_input,
         tokenizer=model_tokenizer,
         packing=packed_rows,
         code=code("preprocess"),

@@ -1,11 +1,11 @@
-# Eval loss / perplexity on the held-out split, before and after fine-tuning;
-# sample generations of the merged model.
+# Eval loss / perplexity on the held-out split and exact match on held-out
+# questions, before and after fine-tuning; sample generations of the merged model.
 
 
 rule evaluate_base:
     input:
         model=model_dir,
-        weights="results/weights/{model}.ckpt",
+        weights=model_weights,
         data="results/data/{dataset}/eval/{model}_{seq}.mindrecord",
     output:
         "results/eval_base/{model}/{dataset}_{seq}.json",
@@ -66,3 +66,55 @@ rule generate_samples:
         ENV
     script:
         "../workflow/scripts/generate_samples.py"
+
+
+rule evaluate_em_base:
+    input:
+        unpack(em_input),
+        model=model_dir,
+        weights=model_weights,
+    output:
+        "results/eval_base/{model}/{dataset}_em.json",
+    log:
+        "logs/evaluate_em_base/{model}_{dataset}.log",
+    benchmark:
+        "benchmarks/evaluate_em_base/{model}_{dataset}.tsv"
+    params:
+        config=model_config,
+        checkpoint=weights_input,
+        tokenizer=model_tokenizer,
+        records=job_em_records,
+        max_new_tokens=config["exact_match"]["max_new_tokens"],
+        batch_size=config["exact_match"]["batch_size"],
+        code=code("evaluate_em"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/evaluate_em.py"
+
+
+rule evaluate_em:
+    input:
+        unpack(em_input),
+        model=model_dir,
+        ckpt="results/{run}/ckpt",
+    output:
+        "results/{run}/eval/em.json",
+    log:
+        "logs/evaluate_em/{run}.log",
+    benchmark:
+        "benchmarks/evaluate_em/{run}.tsv"
+    params:
+        config=model_config,
+        checkpoint="results/{run}/ckpt/model.ckpt",
+        tokenizer=model_tokenizer,
+        records=job_em_records,
+        max_new_tokens=config["exact_match"]["max_new_tokens"],
+        batch_size=config["exact_match"]["batch_size"],
+        code=code("evaluate_em"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/evaluate_em.py"

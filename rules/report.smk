@@ -16,6 +16,7 @@ rule plot_loss:
     benchmark:
         "benchmarks/plot_loss/{run}.tsv"
     params:
+        title=run_title,
         code=code("plot_loss"),
     threads: 1
     conda:
@@ -80,6 +81,30 @@ rule plot_eval:
         ENV
     script:
         "../workflow/scripts/plot_eval.py"
+
+
+rule report_em:
+    input:
+        base=run_base_em,
+        tuned="results/{run}/eval/em.json",
+    output:
+        report(
+            "results/report/{run}/em.html",
+            caption="../workflow/report/em.rst",
+            category="{run}",
+            subcategory="evaluation",
+        ),
+    log:
+        "logs/report_em/{run}.log",
+    benchmark:
+        "benchmarks/report_em/{run}.tsv"
+    params:
+        code=code("report_em"),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/report_em.py"
 
 
 rule data_stats:

@@ -76,6 +76,6 @@ def test_progress_bars_show_counts_when_asked_and_stay_out_of_logs(tmp_path, cap
     argv += ["--model_file", str(hf / "tokenizer.model"), "--seq_length", "64"]
     assert main(["--progress", "on", *argv, "--output_file", str(tmp_path / "d.mindrecord")]) == 0
     drawn = bars(capsys.readouterr().err, "preprocess")
-    assert drawn and "rows=400" in drawn[-1] and "100%" in drawn[-1]
+    assert drawn and "rows=96" in drawn[-1] and "100%" in drawn[-1]
     assert main(["--progress", "off", *argv, "--output_file", str(tmp_path / "e.mindrecord")]) == 0
     assert not bars(capsys.readouterr().err, "preprocess")

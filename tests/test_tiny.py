@@ -1,10 +1,10 @@
 import json
-import re
 
 import pytest
 from mindsft.cli import main
 from mindsft.convert.safetensors_io import read_header
-from mindsft.tiny import SYSTEM, demo_records, make_tiny_model
+from mindsft.demo import demo_data
+from mindsft.tiny import DEMO_FILE, DEMO_RECORDS, HELDOUT_FILE, TEXT_FILE, make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_tiny_model_loads_in_transformers_with_its_tokenizer(tiny):
     tok = transformers.LlamaTokenizer.from_pretrained(tiny)
     assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
     assert len(tok) == 512
-    ids = tok("Sort the numbers. 5, 3, 9", return_tensors="pt").input_ids
+    ids = tok("What is the capital of Dringrer?", return_tensors="pt").input_ids
     assert ids[0, 0].item() == 1
     logits = model(ids).logits
     assert logits.shape == (1, ids.shape[1], 512)
@@ -63,11 +63,13 @@ def test_tokenizer_follows_llama_conventions_and_covers_the_demo_text(tiny):
     sp = spm.SentencePieceProcessor(model_file=str(tiny / "tokenizer.model"))
     assert [sp.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"]
     assert sp.id_to_piece(3) == "<0x00>"  # byte fallback
-    assert sp.encode("1234", out_type=str)[-4:] == ["1", "2", "3", "4"]  # digits split
-    text = "Reverse the order of the words."
+    digits = ["<0x31>", "<0x32>", "<0x33>", "<0x34>"]  # the demo text has no digits: bytes
+    assert sp.encode("1234", out_type=str)[-4:] == digits  # digits split
+    text = "What is the main export of Vustha?"
     assert sp.decode(sp.encode(text)) == text
-    assert len(sp.encode(text)) < 20  # learned pieces, not bytes
-    assert len(sp.encode(SYSTEM)) < 40  # the vicuna system prompt, 155 characters
+    assert len(sp.encode(text)) < 14  # learned pieces, not bytes
+    system = "A chat between a curious user and an artificial intelligence assistant."
+    assert len(sp.encode(system)) < 30  # vicuna system prompt (73 bytes): learned pieces
     assert sp.decode(sp.encode("ünïcode ✓")) == "ünïcode ✓"
 
 
@@ -81,23 +83,12 @@ def test_vocab_larger_than_the_text_supports_is_padded_to_the_exact_size(tmp_pat
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 3000
 
 
-def test_demo_records_are_seeded_varied_and_correct(tiny):
-    records = json.loads((tiny / "alpaca_demo.json").read_text())
-    assert records == demo_records(0)
-    assert 200 <= len(records) <= 1000
-    assert demo_records(1) != records
-    assert len({r["instruction"] for r in records}) >= 8
-    assert all(set(r) == {"instruction", "input", "output"} for r in records)
-    assert any(r["input"] == "" for r in records)
-    for r in records:
-        if r["instruction"] == "Add the two numbers.":
-            a, b = map(int, r["input"].split(" + "))
-            assert int(r["output"]) == a + b
-        if r["instruction"] == "Sort the numbers.":
-            nums = [int(x) for x in r["input"].split(", ")]
-            assert r["output"] == ", ".join(map(str, sorted(nums)))
-        if m := re.fullmatch(r"What is (\d) times (\d)\?", r["instruction"]):
-            assert int(r["output"]) == int(m[1]) * int(m[2])
+def test_the_demo_world_is_written_beside_the_model(tiny):
+    data = demo_data(0)
+    assert json.loads((tiny / DEMO_FILE).read_text()) == data.finetune
+    assert len(data.finetune) == DEMO_RECORDS
+    assert json.loads((tiny / HELDOUT_FILE).read_text()) == data.heldout
+    assert (tiny / TEXT_FILE).read_text() == data.text
 
 
 def test_bad_shape_flags_fail_with_one_line_and_no_output(tmp_path, capsys):

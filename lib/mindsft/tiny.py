@@ -1,13 +1,14 @@
 """`mindsft make-tiny-model`: the offline demo model. An HF-format Llama folder
 (config.json, sharded safetensors with an index, generation_config.json, a
-SentencePiece tokenizer.model) plus `alpaca_demo.json`, a few hundred seeded
-instruction records simple enough for a tiny model to learn in minutes.
+SentencePiece tokenizer.model trained on the demo's text) plus the demo world of
+`mindsft.demo`: `wiki_demo.txt` (facts about made-up countries, to pretrain on),
+`alpaca_demo.json` (questions about part of the facts, to fine-tune on) and
+`alpaca_demo_heldout.json` (questions about the other facts, to score).
 The same arguments give byte-identical files."""
 
 import dataclasses
 import io
 import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,23 +19,15 @@ from mindsft.atomic import atomic_output
 from mindsft.cli import str2bool
 from mindsft.convert import raw, safetensors_io
 from mindsft.convert.llama import expected_shapes
+from mindsft.demo import DemoData, demo_data, finetune_record_count
 from mindsft.errors import MindsftError
 
-DEMO_FILE = "alpaca_demo.json"
-DEMO_RECORDS = 400
-# Vicuna v1.1 (FastChat), the template the qa preprocessing wraps records in: the
-# tokenizer is trained on records so wrapped, so the demo sequences stay short.
-SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-WORDS = str.split(
-    "apple banana cherry grape lemon mango orange peach pear plum "
-    "cat dog fish bird horse mouse tiger zebra lion sheep "
-    "red blue green yellow black white purple brown pink gray "
-    "sun moon star cloud rain snow wind river stone tree "
-    "book door house table chair lamp clock window garden bridge"
-)
+# What make-tiny-model writes beside the model: the demo world (`mindsft.demo`).
+DEMO_FILE = "alpaca_demo.json"  # fine-tuning records
+HELDOUT_FILE = "alpaca_demo_heldout.json"  # held-out records, answered only by pretraining
+TEXT_FILE = "wiki_demo.txt"  # the pretraining text
+DEMO_RECORDS = finetune_record_count()  # records in DEMO_FILE
+
 
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -53,95 +46,17 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[(m.group(2) or "B").upper()]
 
 
-def _words(rng, lo=2, hi=4):
-    return [rng.choice(WORDS) for _ in range(rng.randint(lo, hi))]
+def tokenizer_lines(data: DemoData) -> list:
+    """The texts the demo tokenizer is trained on: the pretraining paragraphs and every
+    record laid out as preprocessing lays it out (alpaca prompt in a vicuna_v1.1 turn)."""
+    from mindsft.data.alpaca import to_conversations
+    from mindsft.data.template import conversation_prompt
+    from mindsft.data.wikitext import clean_wikitext, wiki_paragraphs
 
-
-def _numbers(rng, lo=3, hi=5):
-    return [rng.randint(0, 99) for _ in range(rng.randint(lo, hi))]
-
-
-def _add(rng):
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    return rng.choice(["Add the two numbers.", "What is the sum?"]), f"{a} + {b}", str(a + b)
-
-
-def _subtract(rng):
-    a = rng.randint(0, 99)
-    b = rng.randint(0, a)
-    return "Subtract the second number from the first.", f"{a} - {b}", str(a - b)
-
-
-def _times(rng):
-    a, b = rng.randint(2, 9), rng.randint(2, 9)
-    return f"What is {a} times {b}?", "", str(a * b)
-
-
-def _reverse_words(rng):
-    w = _words(rng)
-    return (
-        rng.choice(["Reverse the order of the words.", "Write the words backwards."]),
-        " ".join(w),
-        " ".join(reversed(w)),
-    )
-
-
-def _spell_backwards(rng):
-    w = rng.choice(WORDS)
-    return "Spell the word backwards.", w, w[::-1]
-
-
-def _sort(rng):
-    n = _numbers(rng)
-    return (
-        rng.choice(["Sort the numbers from smallest to largest.", "Sort the numbers."]),
-        ", ".join(map(str, n)),
-        ", ".join(map(str, sorted(n))),
-    )
-
-
-def _capitalise(rng):
-    w = " ".join(_words(rng))
-    return (
-        rng.choice(["Write the text in capital letters.", "Convert the text to upper case."]),
-        w,
-        w.upper(),
-    )
-
-
-def _count(rng):
-    w = _words(rng, 1, 6)
-    return "How many words are in the text?", " ".join(w), str(len(w))
-
-
-def _largest(rng):
-    n = _numbers(rng)
-    return "Which number is the largest?", ", ".join(map(str, n)), str(max(n))
-
-
-TASKS = [
-    _add,
-    _subtract,
-    _times,
-    _reverse_words,
-    _spell_backwards,
-    _sort,
-    _capitalise,
-    _count,
-    _largest,
-]
-
-
-def demo_records(seed: int = 0, n: int = DEMO_RECORDS) -> list:
-    """`n` alpaca-format records {instruction, input, output}, cycling through the
-    tasks in a seeded order; the same seed gives the same records."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(n):
-        instruction, inp, out = TASKS[i % len(TASKS)](rng)
-        records.append({"instruction": instruction, "input": inp, "output": out})
-    rng.shuffle(records)
-    return records
+    lines = wiki_paragraphs(clean_wikitext(data.text))
+    for record in to_conversations(data.finetune + data.heldout):
+        lines.append(conversation_prompt(record["conversations"]))
+    return lines
 
 
 def train_tokenizer(lines, vocab_size: int) -> bytes:
@@ -197,6 +112,7 @@ class TinySpec:
     vocab_size: int = _flag(512, "pieces of the SentencePiece tokenizer trained for it")
     tie_word_embeddings: bool = _flag(False, "True: the output layer shares the embedding")
     max_position_embeddings: int = _flag(512, "longest sequence the config allows")
+    initializer_range: float = _flag(0.02, "standard deviation of the random matrices")
     max_shard_size: str = _flag("256KB", "largest safetensors shard (256KB, 100MB, 5GB, 1MiB)")
 
 
@@ -214,7 +130,7 @@ def hf_config(a: TinySpec) -> dict:
         "head_dim": a.hidden_size // a.num_heads,
         "hidden_act": "silu",
         "max_position_embeddings": a.max_position_embeddings,
-        "initializer_range": 0.02,
+        "initializer_range": a.initializer_range,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "rope_scaling": None,
@@ -232,7 +148,7 @@ def hf_config(a: TinySpec) -> dict:
 
 @dataclass
 class RandomTensor:
-    """A weight drawn when its bytes are asked for: normal(0, 0.02) for matrices,
+    """A weight drawn when its bytes are asked for: normal(0, std) for matrices,
     ones for norms, from its own seed (seed, index), so only one tensor is ever
     in memory and the same seed gives the same bytes."""
 
@@ -240,12 +156,13 @@ class RandomTensor:
     shape: tuple
     seed: tuple
     dtype: str = "F32"
+    std: float = 0.02
 
     def array(self) -> np.ndarray:
         if len(self.shape) == 1:
             return np.ones(self.shape, dtype=np.float32)
         rng = np.random.default_rng(self.seed)
-        return rng.standard_normal(self.shape, dtype=np.float32) * np.float32(0.02)
+        return rng.standard_normal(self.shape, dtype=np.float32) * np.float32(self.std)
 
     def chunks(self, size: int = raw.CHUNK_BYTES):
         return raw.ArrayTensor(self.name, self.array(), self.dtype).chunks(size)
@@ -254,7 +171,8 @@ class RandomTensor:
 def init_weights(config: dict, seed: int) -> list:
     """The tiny model's weights in canonical order, drawn lazily."""
     shapes = expected_shapes(config).items()
-    return [RandomTensor(name, shape, (seed, i)) for i, (name, shape) in enumerate(shapes)]
+    std = config["initializer_range"]
+    return [RandomTensor(name, shape, (seed, i), std=std) for i, (name, shape) in enumerate(shapes)]
 
 
 def make_tiny_model(output_dir, **spec) -> Path:
@@ -270,11 +188,8 @@ def make_tiny_model(output_dir, **spec) -> Path:
     if (a.hidden_size // a.num_heads) % 2:
         raise MindsftError("--hidden_size / --num_heads must be even (rotary embeddings)")
     shard_bytes = parse_size(a.max_shard_size)
-    records = demo_records(a.seed)
-    lines = [
-        f"{SYSTEM} USER: {r['instruction']}\n{r['input']} ASSISTANT: {r['output']}" for r in records
-    ]
-    tokenizer = train_tokenizer(lines, a.vocab_size)
+    demo = demo_data(a.seed)
+    tokenizer = train_tokenizer(tokenizer_lines(demo), a.vocab_size)
     config = hf_config(a)
     generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
     tokenizer_config = {
@@ -294,9 +209,11 @@ def make_tiny_model(output_dir, **spec) -> Path:
             ("config.json", config),
             ("generation_config.json", generation),
             ("tokenizer_config.json", tokenizer_config),
-            (DEMO_FILE, records),
+            (DEMO_FILE, demo.finetune),
+            (HELDOUT_FILE, demo.heldout),
         ]:
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
+        (tmp / TEXT_FILE).write_text(demo.text)
         (tmp / "tokenizer.model").write_bytes(tokenizer)
     return Path(output_dir)
 
@@ -304,12 +221,13 @@ def make_tiny_model(output_dir, **spec) -> Path:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "make-tiny-model",
-        help="write the offline demo model: HF Llama folder, tokenizer and alpaca demo data",
+        help="write the offline demo model: HF Llama folder, tokenizer and the demo's data",
         description="Write the offline demo: an HF-format Llama folder (config.json, sharded "
         "safetensors with an index, generation_config.json), a SentencePiece tokenizer.model "
-        "trained for it, and alpaca_demo.json, a few hundred seeded instruction records "
-        "simple enough for a tiny model to learn in minutes. The same arguments give "
-        "byte-identical files.",
+        "trained for it, and the seeded demo world: wiki_demo.txt (facts about made-up "
+        "countries, to pretrain on), alpaca_demo.json (questions about part of the facts, "
+        "to fine-tune on) and alpaca_demo_heldout.json (questions about the other facts). "
+        "The same arguments give byte-identical files.",
     )
     p.add_argument(
         "--output_dir", required=True, help="the folder to write (replaced if it exists)"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from mindsft.tiny import make_tiny_model
+from mindsft.tiny import DEMO_FILE, HELDOUT_FILE, TEXT_FILE, make_tiny_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "hf_SECRETtokenNEVERprinted"
@@ -67,7 +67,8 @@ def test_cached_repo_prefers_safetensors_over_bin(tmp_path, tiny):
     assert r.returncode == 0, r.stderr
     assert SECRET not in r.stdout + r.stderr
     got = sorted(p.name for p in out.iterdir())
-    want = sorted(p.name for p in tiny.iterdir() if p.name not in ("alpaca_demo.json",))
+    demo = (DEMO_FILE, HELDOUT_FILE, TEXT_FILE)  # the demo's data, not the model's files
+    want = sorted(p.name for p in tiny.iterdir() if p.name not in demo)
     assert got == want
     for name in got:
         assert (out / name).read_bytes() == (tiny / name).read_bytes()

@@ -48,7 +48,7 @@ def test_a_run_naming_an_unknown_model_is_refused(tmp_path, write_config, snakem
         (
             lambda c: c["datasets"]["tiny_alpaca"].update(eval_records=400),
             "config: datasets.tiny_alpaca.eval_records: 400 leaves nothing to train on "
-            "(400 records in the tiny demo's alpaca_demo.json)",
+            "(96 records in the tiny demo's alpaca_demo.json)",
         ),
         (
             lambda c: c["runs"]["tiny_lora"].update(overrides={"runner_config.epohcs": 1}),
@@ -140,7 +140,19 @@ def test_snakefmt_is_clean(repo, venv_bin):
 
 
 @pytest.mark.parametrize("target", ["results/tiny_lora/ckpt", "results/tiny_full/ckpt"])
-def test_demo_runs_start_from_the_tiny_model(tmp_path, target, write_config, planned_jobs):
+def test_demo_runs_start_from_the_pretrained_tiny_model(
+    tmp_path, target, write_config, planned_jobs
+):
     write_config(tmp_path)
     jobs = planned_jobs(tmp_path, target)
     assert jobs["make_tiny_model"] == 1 and "download_model" not in jobs
+    for rule in ("preprocess_wiki", "resolve_pretrain_config", "pretrain", "pretrained_weights"):
+        assert jobs[rule] == 1, rule
+
+
+def test_pretrain_needs_its_yaml_and_seq_length(tmp_path, write_config, snakemake):
+    write_config(tmp_path, lambda c: c["models"]["tiny"]["pretrain"].pop("seq_length"))
+    result = snakemake(tmp_path, "-n", check=False)
+    assert "config: models.tiny.pretrain: 'seq_length' is a required property" in (
+        result.stdout + result.stderr
+    )

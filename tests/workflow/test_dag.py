@@ -35,11 +35,16 @@ def test_the_table_holds_every_job_behind_the_demo_runs_once(tmp_path, write_con
         "split_dataset/tiny_alpaca",
         "alpaca_converter/tiny_alpaca_train",
         "alpaca_converter/tiny_alpaca_eval",
-        "preprocess/tiny_alpaca_train_tiny_256",
-        "preprocess/tiny_alpaca_eval_tiny_256",
-        "evaluate_base/tiny_tiny_alpaca_256",
+        "preprocess/tiny_alpaca_train_tiny_96",
+        "preprocess/tiny_alpaca_eval_tiny_96",
+        "preprocess_wiki/tiny_128",
+        "resolve_pretrain_config/tiny",
+        "pretrain/tiny",
+        "pretrained_weights/tiny",
+        "evaluate_base/tiny_tiny_alpaca_96",
+        "evaluate_em_base/tiny_tiny_alpaca",
     ]
-    per_run = ["resolve_config", "finetune", "merge", "evaluate", "generate_samples"]
+    per_run = ["resolve_config", "finetune", "merge", "evaluate", "evaluate_em", "generate_samples"]
     expected = upstream + [f"{s}/{r}" for r in ("tiny_lora", "tiny_full") for s in per_run]
     assert sorted(files) == sorted(f"benchmarks/{name}.tsv" for name in expected)
     # upstream first: a job's benchmark comes after those of the jobs it needs
@@ -48,6 +53,9 @@ def test_the_table_holds_every_job_behind_the_demo_runs_once(tmp_path, write_con
     )
     assert files.index("benchmarks/finetune/tiny_lora.tsv") < files.index(
         "benchmarks/merge/tiny_lora.tsv"
+    )
+    assert files.index("benchmarks/pretrained_weights/tiny.tsv") < files.index(
+        "benchmarks/finetune/tiny_lora.tsv"
     )
 
 

@@ -15,7 +15,7 @@ def test_each_run_is_planned_for_its_devices_and_shown_in_its_report_category(
     targets = ["results/report/tiny_lora/plan.html", "results/lora_llama2_7b/plan.json"]
     snakemake(tmp_path, "--cores", "1", *targets)
     tiny = json.loads((tmp_path / "results/tiny_lora/plan.json").read_text())
-    assert (tiny["run"]["devices"], tiny["run"]["seq_length"]) == (2, 256)
+    assert (tiny["run"]["devices"], tiny["run"]["seq_length"]) == (2, 96)
     assert tiny["backend"] == "CPU" and tiny["device_memory_bytes"] is None
     assert "verdict: needs" in (tmp_path / "results/tiny_lora/plan.txt").read_text()
 

@@ -20,10 +20,12 @@ TRAIN = f"results/{RUN}/train"
 
 
 def small_run(config):
-    """tiny_full on one worker, one epoch (96 steps of batch 4, a save every 50)."""
+    """tiny_full on one worker, five epochs (110 steps of batch 4, a save every 50),
+    from the tiny model as made (no pretraining)."""
+    del config["models"]["tiny"]["pretrain"]
     config["demo_runs"] = [RUN]
     config["runs"][RUN]["workers"] = 1
-    config["runs"][RUN]["overrides"] = {"runner_config.epochs": 1}
+    config["runs"][RUN]["overrides"]["runner_config.epochs"] = 5
 
 
 def steps(path) -> int:
@@ -53,7 +55,7 @@ def test_a_killed_finetune_resumes_on_rerun_and_ends_as_an_uninterrupted_run(
     first.wait()
     assert not (tmp_path / TRAIN).exists(), (tmp_path / "first.log").read_text()[-2000:]
     [work] = results.glob(".train.work-*")
-    assert 55 <= steps(work / "loss.jsonl") < 96
+    assert 55 <= steps(work / "loss.jsonl") < 110
 
     snakemake(tmp_path, "--unlock")
     snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", TRAIN)
@@ -68,7 +70,7 @@ def test_a_killed_finetune_resumes_on_rerun_and_ends_as_an_uninterrupted_run(
     argv = ["finetune", "--config", str(results / "finetune.yaml")]
     argv += [
         "--train_dataset_dir",
-        str(tmp_path / "results/data/tiny_alpaca/train/tiny_256.mindrecord"),
+        str(tmp_path / "results/data/tiny_alpaca/train/tiny_96.mindrecord"),
     ]
     argv += [
         "--load_checkpoint",

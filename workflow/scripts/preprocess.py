@@ -1,4 +1,5 @@
-"""Rule preprocess: conversation JSON -> qa MindRecord (+ .db, + stats JSON).
+"""Rules preprocess and preprocess_wiki: conversation JSON -> qa MindRecord, or wiki
+text -> wiki MindRecord (every token a target); + .db, + stats JSON.
 
 Guarded by __main__: the worker processes (spawn) re-import this file."""
 
@@ -9,8 +10,8 @@ if __name__ == "__main__":
     smk = snakemake  # noqa: F821 (injected by Snakemake)
     with log_to(smk.log[0]):
         stats = preprocess(
-            "qa",
-            smk.input.data,
+            smk.params.dataset_type,
+            smk.params.source,
             smk.params.tokenizer,
             int(smk.wildcards.seq),
             smk.output.mindrecord,
