@@ -65,6 +65,7 @@ rule pretrain:
         "benchmarks/pretrain/{model}.tsv"
     params:
         workers=pretrain_setting("workers"),
+        msrun_logs="logs/pretrain/{model}.msrun",
         code=code("pretrain"),
     threads: pretrain_setting("workers")
     conda:

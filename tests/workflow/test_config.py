@@ -56,6 +56,14 @@ def test_a_run_naming_an_unknown_model_is_refused(tmp_path, write_config, snakem
             "'runner_config.epohcs': no such key in the finetune YAML; did you mean "
             "runner_config.epochs?",
         ),
+        (
+            lambda c: c["models"]["tiny"]["pretrain"]["overrides"].update(
+                {"runner_config.epohcs": 1}
+            ),
+            "config: models.tiny.pretrain.overrides (config/finetune/tiny_pretrain.yaml): "
+            "override 'runner_config.epohcs': no such key in the finetune YAML; did you mean "
+            "runner_config.epochs?",
+        ),
     ],
 )
 def test_dataset_and_override_errors_stop_the_dry_run_in_one_line(

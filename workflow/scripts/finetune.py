@@ -1,12 +1,12 @@
 """Rule finetune: `mindsft finetune` under msrun, one msrun per node."""
 
-from mindsft.workflow.launch import run_finetune
+from mindsft.workflow.launch import launch_training
 from mindsft.workflow.logs import log_to
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with log_to(smk.log[0]):
-    run_finetune(
+    launch_training(
         config=smk.input.config,
         train_data=smk.input.data,
         weights=smk.input.weights,

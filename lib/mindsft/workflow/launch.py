@@ -11,7 +11,6 @@ output when the run completes.
 `python -m mindsft.workflow.launch -- ARGS` is the per-node entry point that
 `srun` starts once on each node of a multi-node allocation."""
 
-import argparse
 import hashlib
 import json
 import os
@@ -64,30 +63,28 @@ def node_argv(task: list, *, workers: int, nodes: int) -> list:
     ]
 
 
-def finetune(argv: list) -> None:
-    """`mindsft finetune ARGV` in this process, parsed by the finetune command's own
-    parser (mindsft.train.cli); a failure raises MindsftError."""
-    from mindsft.train import cli
+def mindsft(argv: list) -> None:
+    """`mindsft ARGV` in this process, parsed by the command's own parser; a failure
+    raises MindsftError."""
+    from mindsft.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="mindsft")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if rc := args.func(args):
         raise MindsftError(f"exited with {rc}")
 
 
 def run_node(task: list, *, workers: int, nodes: int) -> None:
-    """Run this node's msrun (through `mindsft finetune`)."""
+    """Run this node's msrun (through `mindsft finetune` or `mindsft run`)."""
     argv = node_argv(task, workers=workers, nodes=nodes)
     print("+ mindsft", " ".join(argv), flush=True)
-    finetune(argv)
+    mindsft(argv)
 
 
 def train(task: list, *, workers: int, nodes: int) -> None:
-    """Run `mindsft finetune` in this process, under msrun on this node, or under
-    one msrun per node of a SLURM allocation (srun)."""
+    """Run the training command `task` in this process, under msrun on this node, or
+    under one msrun per node of a SLURM allocation (srun)."""
     if workers * nodes == 1:
-        finetune(task)
+        mindsft(task)
     elif nodes == 1:
         run_node(task, workers=workers, nodes=1)
     elif (rc := srun_nodes(task, workers=workers, nodes=nodes)) != 0:
@@ -125,13 +122,23 @@ def _remove_other_work_dirs(output_dir: Path, keep: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run_finetune(
-    *, config, train_data, weights, output_dir, workers: int, nodes: int, log_dir, code=""
+def launch_training(
+    *,
+    config,
+    train_data,
+    weights,
+    output_dir,
+    workers: int,
+    nodes: int,
+    log_dir,
+    code="",
+    run_mode="finetune",
 ) -> None:
-    """Train in the run's work dir (work_dir), resuming from its checkpoints when an
-    earlier attempt was killed or preempted, and rename it to `output_dir` when
-    every worker has finished, so that the output is whole or absent and the work
-    dir gone. msrun's worker logs are kept in `log_dir`."""
+    """Train (`run_mode` finetune, or train: pretraining) in the run's work dir
+    (work_dir), resuming from its checkpoints when an earlier attempt was killed or
+    preempted, and rename it to `output_dir` when every worker has finished, so
+    that the output is whole or absent and the work dir gone. msrun's worker logs
+    are kept in `log_dir`."""
     output_dir = Path(output_dir)
     work = work_dir(
         output_dir,
@@ -143,7 +150,8 @@ def run_finetune(
         code=code,
     )
     _remove_other_work_dirs(output_dir, work)
-    task = ["finetune", "--config", str(config), "--train_dataset_dir", str(train_data)]
+    task = ["finetune"] if run_mode == "finetune" else ["run", "--run_mode", run_mode]
+    task += ["--config", str(config), "--train_dataset_dir", str(train_data)]
     task += ["--load_checkpoint", str(weights), "--output_dir", str(work)]
     if RunCheckpoints(work).ranks():
         print(f"resuming the interrupted run in {work}", flush=True)
@@ -152,7 +160,7 @@ def run_finetune(
         train(task, workers=workers, nodes=nodes)
     except MindsftError as exc:
         kept = f" (msrun logs kept in {log_dir})" if (work / "msrun_log").is_dir() else ""
-        raise MindsftError(f"finetune: {exc}{kept}") from None
+        raise MindsftError(f"{task[0]}: {exc}{kept}") from None
     finally:
         if (work / "msrun_log").is_dir():
             shutil.rmtree(log_dir, ignore_errors=True)

@@ -113,6 +113,36 @@ def samples_html(samples_json, out, title: str) -> None:
     _write_html(out, f"{title}: sample generations", body or "<p>no prompts configured</p>")
 
 
+def em_html(base_json, tuned_json, out, title: str) -> None:
+    """Exact match and F1 before (the base) and after fine-tuning (`evaluate
+    --metric em_f1` files), and every held-out question with its reference and
+    both answers."""
+    base, tuned = read_json(base_json), read_json(tuned_json)
+    scores = _table(
+        ["model", "exact match %", "F1 %", "records"],
+        [
+            [name, f"{m['exact_match']:.1f}", f"{m['f1']:.1f}", m["records"]]
+            for name, m in (("before (base)", base), (f"after ({title})", tuned))
+        ],
+    )
+    rows = [
+        [
+            b["instruction"],
+            b["reference"],
+            b["answer"],
+            t["answer"],
+            "yes" if t["exact_match"] else "",
+        ]
+        for b, t in zip(base["answers"], tuned["answers"], strict=True)
+    ]
+    header = ["question", "reference", "answer before", "answer after", "exact after"]
+    body = (
+        f"<p>records: {html.escape(str(tuned.get('dataset', '')))}</p>{scores}"
+        f"<h4>answers</h4>{_table(header, rows)}"
+    )
+    _write_html(out, f"{title}: exact match on held-out questions", body)
+
+
 def stats_html(stats_files: list, out) -> None:
     """One row per MindRecord: rows, tokens, trained tokens, truncated, masked."""
     stats = [(p, read_json(p)) for p in stats_files]
