@@ -83,6 +83,11 @@ def test_the_code_hash_does_not_depend_on_where_the_checkout_is(fake_lib, tmp_pa
             ["data/preprocess.py", "tiny.py", "convert/download.py", "workflow/plots.py"],
         ),
         (
+            "pretrain",
+            ["train/run.py", "train/trainer.py", "models/llama.py", "data/reader.py"],
+            ["data/preprocess.py", "tiny.py", "workflow/plots.py"],
+        ),
+        (
             "preprocess",
             ["data/preprocess.py", "data/tokenizer.py"],
             ["models/llama.py", "data/reader.py", "train/trainer.py"],

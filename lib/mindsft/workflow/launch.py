@@ -11,6 +11,7 @@ output when the run completes.
 `python -m mindsft.workflow.launch -- ARGS` is the per-node entry point that
 `srun` starts once on each node of a multi-node allocation."""
 
+import argparse
 import hashlib
 import json
 import os
@@ -64,11 +65,16 @@ def node_argv(task: list, *, workers: int, nodes: int) -> list:
 
 
 def mindsft(argv: list) -> None:
-    """`mindsft ARGV` in this process, parsed by the command's own parser; a failure
-    raises MindsftError."""
-    from mindsft.cli import build_parser
+    """`mindsft finetune ARGV` or `mindsft run ARGV` in this process, parsed by the
+    commands' own parsers (imported by name, so a rule's code hash covers them);
+    a failure raises MindsftError."""
+    from mindsft.train import cli, run
 
-    args = build_parser().parse_args(argv)
+    parser = argparse.ArgumentParser(prog="mindsft")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cli.register(commands)
+    run.register(commands)
+    args = parser.parse_args(argv)
     if rc := args.func(args):
         raise MindsftError(f"exited with {rc}")
 
