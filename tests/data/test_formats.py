@@ -84,7 +84,7 @@ def test_every_shape_gives_the_rows_of_the_same_conversation(tok, template):
 
 
 def test_json_lists_and_json_lines_hold_the_same_records(tmp_path):
-    from mindsft.data.preprocess import iter_records
+    from mindsft.data.inputs import iter_records
 
     records = [make(system, rounds) for make in SHAPES.values() for system, rounds in CHATS]
     lines = "\n".join(json.dumps(r) for r in records) + "\n"
