@@ -40,7 +40,8 @@ rule finetune:
     params:
         workers=run_setting("workers"),
         msrun_logs="logs/finetune/{run}.msrun",
-        code=code("finetune"),
+        run_mode="finetune",
+        code=code("train"),
     threads: run_setting("workers")
     resources:
         nodes=run_setting("nodes"),
@@ -50,7 +51,7 @@ rule finetune:
     conda:
         ENV
     script:
-        "../workflow/scripts/finetune.py"
+        "../workflow/scripts/train.py"
 
 
 rule merge:

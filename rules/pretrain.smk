@@ -66,12 +66,13 @@ rule pretrain:
     params:
         workers=pretrain_setting("workers"),
         msrun_logs="logs/pretrain/{model}.msrun",
-        code=code("pretrain"),
+        run_mode="train",
+        code=code("train"),
     threads: pretrain_setting("workers")
     conda:
         ENV
     script:
-        "../workflow/scripts/pretrain.py"
+        "../workflow/scripts/train.py"
 
 
 rule pretrained_weights:

@@ -78,14 +78,10 @@ def test_the_code_hash_does_not_depend_on_where_the_checkout_is(fake_lib, tmp_pa
     "script, runs, not_runs",
     [
         (
-            "finetune",
-            ["train/trainer.py", "models/llama.py", "pet/lora.py", "data/reader.py"],
+            "train",
+            ["train/run.py", "train/trainer.py", "models/llama.py", "pet/lora.py"]
+            + ["data/reader.py"],
             ["data/preprocess.py", "tiny.py", "convert/download.py", "workflow/plots.py"],
-        ),
-        (
-            "pretrain",
-            ["train/run.py", "train/trainer.py", "models/llama.py", "data/reader.py"],
-            ["data/preprocess.py", "tiny.py", "workflow/plots.py"],
         ),
         (
             "preprocess",

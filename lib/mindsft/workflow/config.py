@@ -47,16 +47,19 @@ def check_datasets(models: dict, datasets: dict) -> None:
 
 def check_overrides(where: str, settings: dict, root) -> None:
     """A run's finetune YAML (or a model's pretrain YAML), `settings` its entry in
-    config.yaml (`where`, e.g. runs.NAME), with its seq_length and overrides
-    applied: every override names a key the YAML has, and the result reads as a
-    finetune config."""
+    config.yaml (`where`, e.g. runs.NAME), exists and, with its seq_length and
+    overrides applied, every override names a key the YAML has and the result
+    reads as a finetune config."""
     from mindsft.train.config import parse_finetune_config
 
-    yaml_path = settings.get("finetune_config") or settings["config"]
+    key = "finetune_config" if "finetune_config" in settings else "config"
+    yaml_path = settings[key]
+    if not (Path(root) / yaml_path).is_file():
+        raise MindsftError(f"config: {where}.{key}: {yaml_path} does not exist")
     source = f"config: {where}.overrides ({yaml_path})"
     tree = resolve_finetune_yaml(Path(root) / yaml_path, settings["seq_length"], {})
-    for key, value in (settings.get("overrides") or {}).items():
-        set_dotted(tree, key, value, source=source)
+    for dotted, value in (settings.get("overrides") or {}).items():
+        set_dotted(tree, dotted, value, source=source)
     parse_finetune_config(tree, f"{yaml_path} with {where}.overrides")
 
 
@@ -73,18 +76,10 @@ def check_config(config: dict, root) -> None:
                     f"config: runs.{name}.{key}: {run[key]!r} is not defined"
                     f" (known: {', '.join(known)})"
                 )
-        if not (Path(root) / run["finetune_config"]).is_file():
-            raise MindsftError(
-                f"config: runs.{name}.finetune_config: {run['finetune_config']} does not exist"
-            )
         check_overrides(f"runs.{name}", run, root)
     for name, model in models.items():
         pretrain = model.get("pretrain")
         if pretrain is not None:
-            if not (Path(root) / pretrain["config"]).is_file():
-                raise MindsftError(
-                    f"config: models.{name}.pretrain.config: {pretrain['config']} does not exist"
-                )
             check_overrides(f"models.{name}.pretrain", pretrain, root)
     for name in config["demo_runs"]:
         if name not in runs:

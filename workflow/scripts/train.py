@@ -1,6 +1,6 @@
-"""Rule pretrain: `mindsft run --run_mode train` under msrun, in a work dir stable
-for the run's parameters (a killed attempt resumes); the run folder appears whole
-or not at all."""
+"""Rules finetune and pretrain: `mindsft finetune` or `mindsft run --run_mode
+train` under msrun, one msrun per node, in a work dir stable for the run's
+parameters (a killed attempt resumes); the output appears whole or not at all."""
 
 from mindsft.workflow.launch import launch_training
 from mindsft.workflow.logs import log_to
@@ -14,8 +14,8 @@ with log_to(smk.log[0]):
         weights=smk.input.weights,
         output_dir=smk.output[0],
         workers=smk.params.workers,
-        nodes=1,
+        nodes=getattr(smk.resources, "nodes", 1),  # pretraining: one node
         log_dir=smk.params.msrun_logs,
         code=smk.params.code,
-        run_mode="train",
+        run_mode=smk.params.run_mode,
     )
