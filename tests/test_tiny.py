@@ -95,6 +95,8 @@ def test_bad_shape_flags_fail_with_one_line_and_no_output(tmp_path, capsys):
     out = tmp_path / "m"
     assert main(["make-tiny-model", "--output_dir", str(out), "--num_heads", "3"]) == 2
     assert main(["make-tiny-model", "--output_dir", str(out), "--vocab_size", "100"]) == 2
+    assert main(["make-tiny-model", "--output_dir", str(out), "--initializer_range", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "--num_heads" in err[0] and "--vocab_size" in err[1]
+    assert len(err) == 3 and "--num_heads" in err[0] and "--vocab_size" in err[1]
+    assert "--initializer_range must be positive" in err[2]
     assert not out.exists()

@@ -179,7 +179,7 @@ def make_tiny_model(output_dir, **spec) -> Path:
     """Write the tiny model folder; `spec` holds TinySpec fields."""
     a = TinySpec(**spec)
     for f in dataclasses.fields(TinySpec):
-        if f.type is int and getattr(a, f.name) <= 0 and f.name != "seed":
+        if f.type in (int, float) and not getattr(a, f.name) > 0 and f.name != "seed":
             raise MindsftError(f"--{f.name} must be positive, got {getattr(a, f.name)}")
     if a.hidden_size % a.num_heads or a.num_heads % a.num_kv_heads:
         raise MindsftError(
