@@ -90,6 +90,16 @@ def test_an_unknown_memory_unit_is_one_line(mindformers_configs, tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+def test_an_output_that_cannot_be_written_is_one_line_before_any_plan(
+    mindformers_configs, tmp_path
+):
+    out = tmp_path / "missing" / "plan.json"
+    (tmp_path / "missing").write_text("a file, not a folder")
+    config = mindformers_configs / "lora_llama2_7b.yaml"
+    fails(plan("--config", config, "--output", out), f"{out}: cannot write")
+    assert plan("--config", config, "--output", out).stdout == ""
+
+
 def test_an_unknown_unit_in_the_yaml_names_the_key(lora_yaml):
     path = lora_yaml(lambda raw: raw["context"].update(max_device_memory="58XB"))
     fails(plan("--config", path), "context.max_device_memory", "unknown unit 'XB'")

@@ -2,7 +2,7 @@
 
 import json
 
-from mindsft.atomic import atomic_output
+from mindsft.atomic import atomic_output, check_writable
 from mindsft.cli import str2bool
 
 
@@ -10,6 +10,8 @@ def run(args) -> int:
     from mindsft.plan.planner import make_plan
     from mindsft.plan.report import format_plan, plan_json
 
+    if args.output is not None:
+        check_writable(args.output, "file")  # before the plan is printed
     plan = make_plan(
         args.config,
         devices=args.devices,
